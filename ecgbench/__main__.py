@@ -1,0 +1,5 @@
+import sys
+
+from ecgbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+"""Shared fixtures: the real data folder (ECGBENCH_DATA) and one beat cache for the whole session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """ECGBENCH_DATA, else the `shared/data` folder beside the checkout (where CI lays it)."""
+    path = Path(os.environ.get("ECGBENCH_DATA") or REPO.parent / "shared" / "data")
+    if not (path / "mitdb" / "RECORDS").exists():
+        pytest.fail(f"no MIT-BIH data at {path / 'mitdb'}; set ECGBENCH_DATA to the folder holding mitdb/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ecgbench-cache")
