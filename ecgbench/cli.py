@@ -111,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--attacks", default="all", help="attack specs: 'all', 'fgsm,pgd', 'pgd@foolbox', 'hsj@art:paper-reference'")
     r.add_argument("--modes", default="static,adaptive", help="static (paper 3.1), adaptive, or both")
     r.add_argument("--profile", default="quick", help="smoke | quick | paper")
-    r.add_argument("--split", default="random", help="random (paper) | inter-patient | patient")
+    r.add_argument("--split", default="random", help="random (paper) | inter-patient (mitbih) | patient | strat-fold (ptbxl)")
     r.add_argument("--source", default=None, help="model the static attacks are made against (default ecg-atk-gan, paper 2.3)")
     r.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<profile>)")
     r.add_argument("--data-dir", default=None, help=f"data root holding mitdb/, ptbxl/ ... (default ${DATA_ENV}, else ./data)")

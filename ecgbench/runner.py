@@ -196,6 +196,8 @@ class Runner:
                  value_range: tuple[float, float], desc: str) -> tuple[np.ndarray, dict]:
         """Attack beats in batches; minimisation attacks' results beyond eps are replaced by the clean beat."""
         model.eval()
+        np.random.seed(self.profile.seed)  # ART draws random starts from numpy's global generator
+        torch.manual_seed(self.profile.seed)
         outs, linfs = [], []
         batch = self.profile.attack_batch
         for i in tqdm(range(0, len(x), batch), desc=desc, disable=not self.cfg.progress, leave=False):

@@ -1,0 +1,113 @@
+"""PTB-XL plugin on the real 500-ECG subset in shared/data (ECGBENCH_DATA overrides the folder)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgbench.api import Beats, PluginError
+from ecgbench.plugins.datasets._beats import detect_and_cut, resample
+from ecgbench.plugins.datasets.ptbxl import PtbXl, ecg_table
+
+DATA = Path(os.environ.get("ECGBENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+ROOT = DATA / "ptbxl" if (DATA / "ptbxl").is_dir() else DATA
+
+pytestmark = pytest.mark.skipif(not (ROOT / "ptbxl_database.csv").exists(), reason=f"no PTB-XL data in {DATA}")
+
+# Four NORM-only and four MI ECGs, each from another patient; 9, 10, 8 and 63 are in the test folds 9-10.
+SUBSET = ("1", "2", "9", "10", "8", "50", "63", "139")
+
+
+@pytest.fixture(scope="module")
+def subset_beats() -> Beats:
+    return PtbXl(DATA, records=SUBSET).load()
+
+
+@pytest.mark.parametrize(("ecg_id", "label", "why"), [
+    ("1", 0, "NORM; LVOLT and SR are not diagnostic"),
+    ("8", 1, "IMI -> MI"),
+    ("50", 1, "LMI (MI) with IVCD (CD): MI wins"),
+    ("236", -1, "NORM with IRBBB (CD) is not NORM only"),
+    ("17", -1, "AFLT, ABQRS, AFIB: no diagnostic statement"),
+    ("22", -1, "NDT -> STTC"),
+    ("30", -1, "LVH -> HYP"),
+])
+def test_labels_checked_by_hand(ecg_id: str, label: int, why: str) -> None:
+    assert ecg_table(ROOT).loc[ecg_id, "label"] == label, why
+
+
+def test_label_counts_match_the_data_readme() -> None:
+    table = ecg_table(ROOT)
+    assert len(table) == 500
+    assert (table["label"] == 0).sum() == 290  # "290 are NORM only"
+    assert (table["label"] == 1).sum() == 73
+    assert table.loc["8", "patient"] == "11275"
+
+
+def test_beats_are_mitbih_shaped(subset_beats: Beats) -> None:
+    x = subset_beats.x
+    assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == PtbXl.window == 280
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert np.allclose(x.min(axis=1), 0) and np.allclose(x.max(axis=1), 1)
+    assert subset_beats.y.dtype == np.int64
+    counts = subset_beats.counts(len(PtbXl.classes))
+    assert all(n >= 20 for n in counts), counts  # 4 ECGs of 10 s per class
+    assert set(subset_beats.groups) == set(ecg_table(ROOT).loc[list(SUBSET), "patient"])
+
+
+def test_patient_and_strat_fold_splits_keep_patients_apart(subset_beats: Beats) -> None:
+    ds = PtbXl(DATA, records=SUBSET)
+    for split in ("patient", "strat-fold"):
+        train, test = ds.split(subset_beats, split, seed=0)
+        assert len(train) and len(test)
+        assert len(train) + len(test) == len(subset_beats)
+        assert not set(subset_beats.groups[train]) & set(subset_beats.groups[test]), split
+    _, test = ds.split(subset_beats, "strat-fold", seed=0)
+    table = ecg_table(ROOT)
+    assert set(subset_beats.groups[test]) == set(table.loc[["9", "10", "8", "63"], "patient"])
+
+
+def test_random_split_is_stratified_80_20(subset_beats: Beats) -> None:
+    train, test = PtbXl(DATA).split(subset_beats, "random", seed=0)
+    assert abs(len(test) / len(subset_beats) - 0.2) < 0.01
+    assert set(subset_beats.y[test]) == {0, 1}
+
+
+def test_resampling_keeps_beat_duration() -> None:
+    """RR intervals in samples shrink by 360/500, so a beat lasts as long as before (paper 3.1 window)."""
+    import wfdb
+    from wfdb.processing import xqrs_detect
+
+    signal = wfdb.rdrecord(str(ROOT / "records500/00000/00001_hr"), channel_names=["II"]).p_signal[:, 0]
+    rr_500 = np.diff(xqrs_detect(signal, 500, verbose=False))
+    _, peaks_360 = detect_and_cut(signal, 500, 280, target_fs=360)
+    rr_360 = np.diff(peaks_360)
+    assert len(rr_360) >= 8
+    assert abs(np.median(rr_360) - np.median(rr_500) * 360 / 500) <= 2
+    assert len(resample(signal, 500, 360)) == len(signal) * 360 // 500
+
+
+def test_unknown_records_and_splits_are_plugin_errors() -> None:
+    with pytest.raises(PluginError, match="99999"):
+        PtbXl(DATA, records=["1", "99999"]).table()
+    with pytest.raises(PluginError, match="no split 'inter-patient'"):
+        PtbXl(DATA).split(Beats(np.zeros((2, 280), np.float32), np.zeros(2, np.int64), np.array(["1", "2"])),
+                          "inter-patient", 0)
+
+
+def test_smoke_records_hold_both_classes() -> None:
+    labels = ecg_table(ROOT).loc[list(PtbXl.smoke_records), "label"]
+    assert set(labels) == {0, 1}
+
+
+def test_settings_change_with_records() -> None:
+    assert PtbXl(DATA).settings() != PtbXl(DATA, records=SUBSET).settings()
+    assert PtbXl(DATA).settings()["detector"].startswith("xqrs")
+
+
+def test_missing_folder_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(PluginError) as err:
+        PtbXl(tmp_path / "nowhere").load()
+    assert "\n" not in str(err.value) and str(tmp_path / "nowhere") in str(err.value)
