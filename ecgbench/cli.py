@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", "--datasets", default="mitbih", help="dataset name(s), globs or 'all' (default mitbih)")
     r.add_argument("--models", default="all", help="model names, globs ('kach*') or 'all'")
     r.add_argument("--attacks", default="all", help="attack specs: 'all', 'fgsm,pgd', 'pgd@foolbox', 'hsj@art:paper-reference'")
-    r.add_argument("--modes", default="static,adaptive", help="static (paper 3.1), adaptive, or both")
+    r.add_argument("--modes", default="static,adaptive,adaptive-detect", help="any of static (paper 3.1), adaptive, adaptive-detect")
     r.add_argument("--profile", default="quick", help="smoke | quick | paper")
     r.add_argument("--split", default="random", help="random (paper) | inter-patient (mitbih) | patient | strat-fold (ptbxl)")
     r.add_argument("--source", default=None, help="model the static attacks are made against (default ecg-atk-gan, paper 2.3)")

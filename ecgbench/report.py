@@ -52,14 +52,17 @@ def leaderboard(cells: list[dict]) -> pd.DataFrame:
         for c in mine:
             cell = c["cell"]
             col = "clean" if cell["mode"] == "clean" else f"{cell['attack']} {cell['mode']}"
-            row[col] = c["metrics"]["accuracy"]
+            row[col] = c.get("system_accuracy", c["metrics"]["accuracy"])
         row["worst static"] = _worst(mine, "static")
         row["worst adaptive"] = _worst(mine, "adaptive")
+        if any(c["cell"]["mode"] == "adaptive-detect" for c in mine):
+            row["worst adaptive-detect"] = _worst(mine, "adaptive-detect")
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    order = ["dataset", "model", "clean"] + [f"{a} {m}" for a in _attacks(cells) for m in ("static", "adaptive")] + ["worst static", "worst adaptive"]
+    modes = ("static", "adaptive", "adaptive-detect")
+    order = ["dataset", "model", "clean"] + [f"{a} {m}" for a in _attacks(cells) for m in modes] + [f"worst {m}" for m in modes]
     df = df[[c for c in order if c in df.columns]]
     return df.sort_values(["dataset", "worst adaptive", "worst static", "clean"], ascending=[True, False, False, False], na_position="last").reset_index(drop=True)
 
@@ -113,7 +116,8 @@ def attack_details(cells: list[dict]) -> pd.DataFrame:
         if not cell["attack"]:
             continue
         row = {"dataset": cell["dataset"], "model": cell["model"], "attack": cell["attack"], "mode": cell["mode"],
-               "accuracy": c["metrics"]["accuracy"], "success_rate": c.get("success_rate"), **c.get("perturbation", {})}
+               "accuracy": c["metrics"]["accuracy"], "system_accuracy": c.get("system_accuracy"),
+               "success_rate": c.get("success_rate"), **c.get("perturbation", {})}
         row.update({f"budget_{k}": v for k, v in c.get("budget", {}).items()})
         if "detection" in c:
             row["detection_accuracy"] = c["detection"].get("accuracy")

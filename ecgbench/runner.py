@@ -6,6 +6,9 @@ Modes (see README, "Protocols"):
   model (the paper: ECG-ATK-GAN's discriminator), cached; each model is trained on clean + attacked
   training beats and scored on the attacked test beats. Tables 1 and 2 of the paper.
 - `adaptive`: that same trained model attacked white-box directly on the clean test beats.
+- `adaptive-detect`: for a model with an attack detector (`detect`), the attack must fool the
+  classifier and keep the detector saying "clean"; a beat counts as robust if it is classified
+  correctly or flagged (Carlini & Wagner 2017, "Adversarial examples are not easily detected").
 
 Cells are written atomically and skipped when rerun with the same settings, so a killed run resumes.
 """
@@ -35,7 +38,7 @@ from ecgbench.train import fit, predict
 
 __all__ = ["Cell", "RunConfig", "Runner", "parse_attack", "build_attack", "plan", "MODES"]
 
-MODES = ("static", "adaptive")
+MODES = ("static", "adaptive", "adaptive-detect")
 
 
 @dataclass(frozen=True)
@@ -89,13 +92,38 @@ def build_attack(spec: str, profile: Profile, reg: Registry) -> Attack:
     return cls(backend=backend, variant=variant, **overrides)
 
 
-def plan(cfg: RunConfig) -> list[Cell]:
+def plan(cfg: RunConfig, reg: Registry) -> list[Cell]:
+    """Clean cells first, then attack x mode x model; `adaptive-detect` only for models with a detector."""
     cells = []
     for d in cfg.datasets:
         cells += [Cell(d, m, None, "clean") for m in cfg.models]
         for a in cfg.attacks:
-            cells += [Cell(d, m, a, mode) for mode in cfg.modes for m in cfg.models]
+            cells += [Cell(d, m, a, mode) for mode in cfg.modes for m in cfg.models
+                      if mode != "adaptive-detect" or _has_detector(reg, m)]
     return cells
+
+
+def _has_detector(reg: Registry, model: str) -> bool:
+    try:
+        return hasattr(reg.get("models", model), "detect")
+    except RegistryError:
+        return False
+
+
+class DetectorAware(torch.nn.Module):
+    """Classifier and detector as one K+1-way model: class K ("detected") wins when the detector fires.
+
+    Logit K is max_j z_j + (d_attacked - d_clean), Carlini & Wagner's (2017) construction, so an
+    untargeted attack on this model must cross a class boundary without tripping the detector.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z, d = self.model(x), self.model.detect(x)
+        return torch.cat([z, (z.max(1).values + d[:, 1] - d[:, 0])[:, None]], 1)
 
 
 def code_hash(obj: Any) -> str:
@@ -269,11 +297,16 @@ class Runner:
             result["static_source"] = static["source_model"]
             result["budget"] = static["stats"]
         else:
-            x_eval, result["budget"] = self.generate(net, attack, ctx.x_test, y, ds.value_range, f"{attack.label} vs {cell.model}")
+            target = DetectorAware(net) if cell.mode == "adaptive-detect" else net
+            x_eval, result["budget"] = self.generate(target, attack, ctx.x_test, y, ds.value_range, f"{attack.label} vs {cell.model}")
         pred = self._logits(net, x_eval, cell.model, len(ds.classes)).argmax(1)
         result["metrics"] = metrics.classification(y, pred, ds.classes)
         result["clean_accuracy"] = float((clean_pred == y).mean())
-        result["correct"] = "".join("1" if c else "0" for c in (pred == y))
+        robust = pred == y
+        if cell.mode == "adaptive-detect":  # the system's answer: right, or flagged as attacked
+            robust |= _batched(net.detect, x_eval, self.device).argmax(1) == 1
+            result["system_accuracy"] = float(robust.mean())
+        result["correct"] = "".join("1" if c else "0" for c in robust)
         if attack is not None:
             result["attack"] = attack.config()
             result["success_rate"] = metrics.success_rate(y, clean_pred, pred)
@@ -306,7 +339,7 @@ class Runner:
         return out
 
     def run(self) -> dict:
-        cells = plan(self.cfg)
+        cells = plan(self.cfg, self.reg)
         out = self.cfg.out
         started = time.time()
         done = skipped = 0
@@ -384,8 +417,9 @@ def _examples(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, n_classes: int) -
 
 
 def _one_line(exc: BaseException, cell: Cell, reg: Registry) -> str:
+    """The error in one line, naming the plugin at fault and its distribution."""
     msg = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, (PluginError, RegistryError)):
+    if isinstance(exc, RegistryError):
         return msg
     for kind, name in (("models", cell.model), ("attacks", parse_attack(cell.attack)[0] if cell.attack else None), ("datasets", cell.dataset)):
         if name is None:
@@ -394,9 +428,11 @@ def _one_line(exc: BaseException, cell: Cell, reg: Registry) -> str:
             entry = reg.entry(kind, name)
         except RegistryError:
             continue
-        if _raised_in(exc, entry.value.split(":")[0]):
+        if isinstance(exc, PluginError) and msg.startswith((f"{kind[:-1]} '{name}'", f"{kind[:-1]} {name!r}")):
+            return f"{msg} (from {entry.dist} {entry.version})"
+        if not isinstance(exc, PluginError) and _raised_in(exc, entry.value.split(":")[0]):
             return f"{kind[:-1]} plugin {name!r} from {entry.dist} {entry.version} raised {type(exc).__name__}: {msg}"
-    return f"{type(exc).__name__}: {msg}"
+    return msg if isinstance(exc, PluginError) else f"{type(exc).__name__}: {msg}"
 
 
 def _raised_in(exc: BaseException, module: str) -> bool:
@@ -411,6 +447,6 @@ def _raised_in(exc: BaseException, module: str) -> bool:
 def _summary(cell: Cell, record: dict) -> str:
     if record["status"] != "ok":
         return f"FAILED {cell.label}: {record['error']}"
-    acc = record["metrics"]["accuracy"] * 100
+    acc = record.get("system_accuracy", record["metrics"]["accuracy"]) * 100
     what = "clean accuracy" if cell.mode == "clean" else f"robust accuracy after {cell.attack} ({cell.mode})"
     return f"{cell.dataset} {cell.model}: {what}: {acc:.1f}% ({record['seconds']:.1f} s)"

@@ -21,3 +21,12 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ecgbench-cache")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Test batches are small: one thread per process beats torch's pool on a 2-core machine,
+    # for this process and for the CLI subprocesses the tests start.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
