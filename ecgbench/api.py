@@ -118,7 +118,7 @@ class Attack:
 
     name: ClassVar[str] = ""
     backends: ClassVar[tuple[str, ...]] = ("art",)
-    bounded: ClassVar[bool] = True
+    bounded: bool = True  # may differ per back-end (cw@art is unbudgeted): read it off the instance
     defaults: ClassVar[dict[str, Any]] = {"eps": 0.01}  # paper 2.3
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -35,7 +35,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile("smoke", epochs=3, subset=True, train_cap=250, test_cap=40, smote_target=250,
                      static_train_cap=200, attack_batch=256,
-                     attack_params={"boundary": {"steps": 50}, "hsj": {"max_iter": 2, "max_eval": 50, "init_eval": 10},
+                     attack_params={"boundary": {"queries": 50}, "hsj": {"max_iter": 2, "max_eval": 50, "init_eval": 10},
                                     "cw": {"max_iter": 5}, "apgd": {"max_iter": 5}, "pgd": {"max_iter": 5}}),
     "quick": Profile("quick", epochs=4, train_cap=3000, test_cap=500, smote_target=3000, static_train_cap=2000),
     "paper": Profile("paper", epochs=100, folds=5),  # paper 3.1-3.2

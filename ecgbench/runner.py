@@ -88,7 +88,11 @@ def build_attack(spec: str, profile: Profile, reg: Registry) -> Attack:
     name, backend, variant = parse_attack(spec)
     cls = reg.get("attacks", name)
     fixed = cls.variants.get(variant, {}) if variant else {}
-    overrides = {k: v for k, v in profile.attack_params.get(name, {}).items() if k in cls.defaults and k not in fixed}
+    wanted = profile.attack_params.get(name, {})
+    unknown = sorted(set(wanted) - set(cls.defaults))
+    if unknown:
+        raise ValueError(f"profile {profile.name!r} sets {', '.join(unknown)} for attack {name!r}, which takes {', '.join(cls.defaults)}")
+    overrides = {k: v for k, v in wanted.items() if k not in fixed}
     return cls(backend=backend, variant=variant, **overrides)
 
 
@@ -324,17 +328,18 @@ class Runner:
         """Attack detection (a model with `detect`) and generator similarity (a model with `generate`; paper Table 3)."""
         out: dict[str, Any] = {}
         if hasattr(net, "detect"):
-            with torch.no_grad():
-                flag_eval = _batched(net.detect, x_eval, self.device).argmax(1)
-                flag_clean = _batched(net.detect, x_clean, self.device).argmax(1)
+            flag_eval = _batched(net.detect, x_eval, self.device).argmax(1)
+            flag_clean = _batched(net.detect, x_clean, self.device).argmax(1)
             out["detection"] = {"flagged_eval": float(flag_eval.mean()), "flagged_clean": float(flag_clean.mean())}
             if attacked:
                 moved = np.abs(x_eval - x_clean).max(1) > 0
                 out["detection"]["accuracy"] = float(np.concatenate([flag_eval[moved] == 1, flag_clean == 0]).mean())
         if hasattr(net, "generate") and hasattr(sys.modules.get(type(net).__module__), "similarity"):
             similarity = sys.modules[type(net).__module__].similarity
+            torch.manual_seed(self.profile.seed)  # G's noise z
             with torch.no_grad():
-                g = net.generate(torch.as_tensor(x_eval, device=self.device)[:, None], torch.as_tensor(y, device=self.device))
+                g = torch.cat([net.generate(torch.as_tensor(x_eval[i:i + 2048], device=self.device)[:, None],
+                                            torch.as_tensor(y[i:i + 2048], device=self.device)) for i in range(0, len(y), 2048)])
             out["similarity"] = similarity(g[:, 0].float().cpu().numpy(), x_clean)
         return out
 
@@ -404,6 +409,7 @@ def _bounded(attack: Attack) -> bool:
     return bool(getattr(attack, "bounded", True))
 
 
+@torch.no_grad()
 def _batched(fn: Any, x: np.ndarray, device: torch.device, batch: int = 2048) -> np.ndarray:
     t = torch.as_tensor(x, dtype=torch.float32)[:, None]
     return torch.cat([fn(t[i:i + batch].to(device)).float().cpu() for i in range(0, len(t), batch)]).numpy()
