@@ -81,9 +81,23 @@ def table1(cells: list[dict], dataset: str, mode: str = "static") -> pd.DataFram
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    classes = _classes(cells, dataset)
+    df = df[["attack", "model", "accuracy"] + [f"{m}_{c}" for c in classes for m in ("sensitivity", "specificity")]]
     attack_order = ["No Attack"] + _attacks(cells)
     df["_a"] = df["attack"].map(attack_order.index)
     return df.sort_values(["_a", "accuracy"], ascending=[True, False]).drop(columns="_a").reset_index(drop=True)
+
+
+def _classes(cells: list[dict], dataset: str) -> list[str]:
+    """Class names in the dataset's own order (stored in each cell; JSON keys alone are sorted)."""
+    for c in _ok(cells):
+        if c["cell"]["dataset"] == dataset:
+            if "classes" in c:
+                return list(c["classes"])
+            names = [k[len("sensitivity_"):] for k in c["metrics"] if k.startswith("sensitivity_")]
+            paper_order = ["N", "S", "V", "F", "Normal", "NORM", "MI"]
+            return sorted(names, key=lambda n: paper_order.index(n) if n in paper_order else len(paper_order))
+    return []
 
 
 def table2(cells: list[dict], dataset: str, positive: str, mode: str = "static") -> pd.DataFrame:
@@ -156,7 +170,7 @@ def write_report(out: Path, paper: dict | None = None) -> list[Path]:
     save("leaderboard", leaderboard(cells), "Leaderboard: accuracy (%) clean, under each attack (static and adaptive), and worst case")
     datasets = list(dict.fromkeys(c["cell"]["dataset"] for c in cells))
     for d in datasets:
-        classes = [k[len("sensitivity_"):] for k in next(c for c in _ok(cells) if c["cell"]["dataset"] == d)["metrics"] if k.startswith("sensitivity_")] if _ok(cells) else []
+        classes = _classes(cells, d)
         for mode in ("static", "adaptive"):
             if len(classes) > 2:
                 save(f"table1-{d}-{mode}", table1(cells, d, mode), f"Table 1 layout ({d}, {mode} attacks): accuracy and per-class sensitivity/specificity (%)")

@@ -292,7 +292,7 @@ class Runner:
         y = s.test.y
         clean_logits = self._logits(net, s.test.x, cell.model, len(ds.classes))
         clean_pred = clean_logits.argmax(1)
-        result: dict[str, Any] = {"train": info, "checkpoint": key}
+        result: dict[str, Any] = {"train": info, "checkpoint": key, "classes": list(ds.classes)}
         if cell.mode == "clean":
             x_eval = s.test.x
         elif cell.mode == "static":

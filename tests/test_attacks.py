@@ -4,9 +4,7 @@ values) and the paper-reference variants. Budgets are small: the file runs in ab
 """
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,25 +49,13 @@ def _success(model, adv, x, y, eps) -> float:
     return float(((_predict(model, adv) != y) & (_linf(adv, x) <= eps + TOL)).float().mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def mitbih(tmp_path_factory):
+def mitbih(data_dir, cache_dir):
     """Real beats of four MIT-BIH records, cut once into a temporary cache."""
     from ecgbench.data import load_beats
     from ecgbench.plugins.datasets.mitbih import MitBih
 
-    root = Path(os.environ.get("ECGBENCH_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-    if not (root / "mitdb" / "RECORDS").exists() and not (root / "RECORDS").exists():
-        pytest.skip(f"no MIT-BIH data under {root} (set ECGBENCH_DATA)")
-    beats, _, _ = load_beats(MitBih(root, records=RECORDS), tmp_path_factory.mktemp("beat-cache"))
+    beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)
     return beats
 
 

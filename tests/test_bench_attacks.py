@@ -10,9 +10,7 @@ that other jobs on a shared machine disturb the numbers less; compare rows of on
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,24 +34,13 @@ def _cases() -> list:
     return cases
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def bench_setup(tmp_path_factory):
+def bench_setup(data_dir, cache_dir):
     from ecgbench.baselines.kachuee import Kachuee
     from ecgbench.data import cap_per_class, load_beats, stratified_split
     from ecgbench.plugins.datasets.mitbih import MitBih
 
-    root = Path(os.environ.get("ECGBENCH_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-    if not (root / "mitdb" / "RECORDS").exists() and not (root / "RECORDS").exists():
-        pytest.skip(f"no MIT-BIH data under {root} (set ECGBENCH_DATA)")
-    beats, _, _ = load_beats(MitBih(root, records=RECORDS), tmp_path_factory.mktemp("beat-cache"))
+    beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)
     train_idx, test_idx = stratified_split(beats.y, 0.3, 0)
     train, test = cap_per_class(beats.take(train_idx), 1700, 0), beats.take(test_idx)
     torch.manual_seed(0)

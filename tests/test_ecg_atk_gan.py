@@ -71,10 +71,11 @@ def test_training_step_is_eq5_with_paper_weights(model: EcgAtkGan) -> None:
     assert got == pytest.approx((loss_d + loss_g).item(), rel=1e-5)
 
 
-def test_training_step_moves_both_nets(model: EcgAtkGan) -> None:
+def test_training_step_moves_both_nets() -> None:
     m = build(EcgAtkGan, 4, 280, seed=3)
     g0, d0 = [p.clone() for p in m.generator.parameters()], [p.clone() for p in m.discriminator.parameters()]
-    m.train().training_step(torch.rand(8, 1, 280), torch.randint(0, 4, (8,)), torch.zeros(8, dtype=torch.long), m.configure_optimizers())
+    x, y, flag = torch.rand(8, 1, 280), torch.randint(0, 4, (8,)), torch.zeros(8, dtype=torch.long)
+    m.train().training_step(x, y, flag, m.configure_optimizers())
     assert any(not torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.discriminator.parameters()))
 

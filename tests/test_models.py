@@ -16,6 +16,14 @@ from ecgbench.train import build, classifier_step, default_optimizers, fit
 
 MODELS = registry.names("models")
 AUGMENTING = [n for n in MODELS if hasattr(registry.get("models", n), "augment")]
+SMALL_BUDGETS = {"dcgan_steps": 5}  # CPU-budget class attributes (Shaker's DCGANs), shrunk so tests stay fast
+
+
+def _model_cls(name: str) -> type:
+    """The registered class, with any known CPU-budget attribute shrunk for the test run."""
+    cls = registry.get("models", name)
+    small = {k: v for k, v in SMALL_BUDGETS.items() if hasattr(cls, k)}
+    return type(cls.__name__, (cls,), small) if small else cls
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def _train_mode_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 @pytest.mark.parametrize("window", [280, 187])
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_output_shape(name: str, window: int, n_classes: int) -> None:
-    model = build(registry.get("models", name), n_classes, window, seed=0).eval()
+    model = build(_model_cls(name), n_classes, window, seed=0).eval()
     out = model(torch.rand(3, 1, window))
     assert out.shape == (3, n_classes)
     assert torch.isfinite(out).all()
@@ -58,7 +66,7 @@ def test_output_shape(name: str, window: int, n_classes: int) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_reach_input(name: str) -> None:
     """White-box attacks (paper 2.3) need d logits / d beat, in eval mode as ART and foolbox run it."""
-    model = build(registry.get("models", name), 4, 280, seed=0).eval()
+    model = build(_model_cls(name), 4, 280, seed=0).eval()
     x = torch.rand(4, 1, 280, requires_grad=True)
     F.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -66,7 +74,7 @@ def test_gradients_reach_input(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_deterministic_under_seed(name: str) -> None:
-    cls, x = registry.get("models", name), torch.rand(4, 1, 280)
+    cls, x = _model_cls(name), torch.rand(4, 1, 280)
     a, b, c = (build(cls, 4, 280, seed=s).eval() for s in (7, 7, 8))
     assert torch.equal(a(x), b(x))
     assert not torch.equal(a(x), c(x)), "another seed should give other weights"
@@ -79,7 +87,7 @@ def test_training_steps_lower_loss_on_real_beats(name: str, _real_beats: Beats) 
     Measured in train mode with fixed dropout masks: that is the loss the steps minimise, whereas
     eval-mode BatchNorm statistics lag behind for the first few hundred steps.
     """
-    model = build(registry.get("models", name), 4, 280, seed=0)
+    model = build(_model_cls(name), 4, 280, seed=0)
     beats = _per_class(_real_beats, 16)
     x, y = torch.as_tensor(beats.x)[:, None], torch.as_tensor(beats.y)
     optimizers = model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
@@ -94,7 +102,7 @@ def test_training_steps_lower_loss_on_real_beats(name: str, _real_beats: Beats) 
 @pytest.mark.parametrize("name", MODELS)
 def test_fit_checkpoint_round_trip(name: str, tmp_path: Path, _real_beats: Beats) -> None:
     """`fit` trains the model end to end (augment, optimisers, steps); its checkpoint reloads exactly."""
-    cls = registry.get("models", name)
+    cls = _model_cls(name)
     beats = _real_beats.take(np.random.default_rng(0).choice(len(_real_beats), 128, replace=False))
     result = fit(cls, 4, 280, beats, [(np.arange(96), np.arange(96, 128))], epochs=1, batch_size=32,
                  smote_target=0, device=torch.device("cpu"), seed=0, progress=False)
@@ -113,7 +121,7 @@ def test_augment_balances_and_keeps_real_beats(name: str, _real_beats: Beats) ->
     """`augment` replaces SMOTE: real beats first and untouched, each class raised to min(largest, 10,000) (paper 3.1)."""
     rng = np.random.default_rng(0)
     train = _real_beats.take(np.sort(rng.choice(len(_real_beats), 256, replace=False)))
-    model = build(registry.get("models", name), 4, 280, seed=0)
+    model = build(_model_cls(name), 4, 280, seed=0)
     state = torch.get_rng_state()
     out = model.augment(train, 3)
     assert torch.equal(state, torch.get_rng_state()), "augment should leave the harness's RNG alone"
