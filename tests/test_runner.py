@@ -1,0 +1,64 @@
+"""The runner on real beats: cached checkpoints and attacked sets are reused; modes differ as expected."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ecgbench.profiles import PROFILES
+from ecgbench.runner import Cell, RunConfig, Runner, parse_attack, plan
+from ecgbench.registry import registry
+
+
+def _config(tmp_path, data_dir, cache, **kw) -> RunConfig:
+    base = dict(datasets=["mitbih"], models=["kachuee"], attacks=["cw"], profile=PROFILES["smoke"], out=tmp_path / "out",
+                data_dir=data_dir, cache=cache, modes=("static", "adaptive"), source="acharya", progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("runner")
+    runner = Runner(_config(root, data_dir, root / "cache"))
+    manifest = runner.run()
+    return root, runner, manifest
+
+
+def test_a_second_run_reuses_checkpoints_and_attacked_sets(first_run, data_dir):
+    root, runner, manifest = first_run
+    assert manifest["failures"] == []
+    # kachuee clean, kachuee on clean + cw beats, and the source (acharya); one attacked set, one adaptive attack
+    assert runner.trainings == 3 and runner.attack_calls == 3
+    again = Runner(_config(root, data_dir, root / "cache", out=root / "again", force=True))
+    again.run()
+    assert again.trainings == 0 and again.attack_calls == 1  # only the adaptive attack runs again
+    for name in ("none.clean.json", "cw.static.json", "cw.adaptive.json"):
+        a = json.loads((root / "out" / "cells" / "mitbih" / "kachuee" / name).read_text())
+        b = json.loads((root / "again" / "cells" / "mitbih" / "kachuee" / name).read_text())
+        assert a["correct"] == b["correct"], name
+
+
+def test_white_box_attack_hurts_more_than_a_transferred_one(first_run):
+    root, _, _ = first_run
+    cells = root / "out" / "cells" / "mitbih" / "kachuee"
+    static = json.loads((cells / "cw.static.json").read_text())
+    adaptive = json.loads((cells / "cw.adaptive.json").read_text())
+    # Both score the same kachuee checkpoint: static on beats attacked through another model (acharya),
+    # adaptive on beats attacked through kachuee itself, with the same eps-0.1 budget.
+    assert static["checkpoint"] == adaptive["checkpoint"]
+    assert adaptive["metrics"]["accuracy"] < static["metrics"]["accuracy"] - 0.2
+    assert adaptive["perturbation"]["linf_max"] <= 0.1 + 1e-5
+
+
+def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data_dir):
+    cfg = _config(tmp_path, data_dir, tmp_path, models=["kachuee", "ecg-atk-gan"], attacks=["fgsm", "pgd@foolbox"],
+                  modes=("static", "adaptive", "adaptive-detect"))
+    cells = plan(cfg, registry)
+    assert Cell("mitbih", "ecg-atk-gan", "pgd@foolbox", "adaptive-detect") in cells
+    assert not [c for c in cells if c.model == "kachuee" and c.mode == "adaptive-detect"]
+    assert len(cells) == 2 + 2 * (2 + 2) + 2
+
+
+def test_attack_specs_parse_back_end_and_variant():
+    assert parse_attack("hsj@art:paper-reference") == ("hsj", "art", "paper-reference")
+    assert parse_attack("pgd") == ("pgd", None, None)
