@@ -152,6 +152,21 @@ def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = 
 
 
 # -- attacks ----------------------------------------------------------------------------------
+def train_reference(train: Beats, n_classes: int, epochs: int = 3, batch: int = 32, seed: int = 0) -> torch.nn.Module:
+    """A Kachuee CNN trained briefly with plain Adam on `train`: a real model for attacks to flip, in eval mode."""
+    from ecgbench.baselines.kachuee import Kachuee
+    from ecgbench.train import build, classifier_step, default_optimizers
+
+    model = build(Kachuee, n_classes, train.x.shape[1], seed)
+    optimizers, gen = default_optimizers(model), torch.Generator().manual_seed(seed)
+    x, y = torch.as_tensor(train.x)[:, None], torch.as_tensor(train.y)
+    model.train()
+    for _ in range(epochs):
+        for b in torch.randperm(len(y), generator=gen).split(batch):
+            classifier_step(model, x[b], y[b], torch.zeros(len(b), dtype=torch.long), optimizers)
+    return model.eval()
+
+
 def reference_setup(data_dir: Path | str, cache: Path | str | None = None, per_class: int = 2,
                     seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, tuple[float, float]]:
     """A Kachuee CNN trained briefly on MIT-BIH smoke beats, and `per_class` test beats of each class.
@@ -160,24 +175,16 @@ def reference_setup(data_dir: Path | str, cache: Path | str | None = None, per_c
     of seconds on one core, so attacks have real decisions to flip. Returns (model in eval mode,
     x [n, 1, 280], y [n], value range).
     """
-    from ecgbench.baselines.kachuee import Kachuee
     from ecgbench.data import cap_per_class, load_beats, smote
     from ecgbench.plugins.datasets.mitbih import MitBih
-    from ecgbench.train import build, classifier_step, default_optimizers
 
     dataset = MitBih(Path(data_dir), records=MitBih.smoke_records)
     beats = load_beats(dataset, Path(cache))[0] if cache is not None else dataset.load()
     train_idx, test_idx = dataset.split(beats, "random", seed)
     train = smote(cap_per_class(beats.take(train_idx), 300, seed), 300, seed)
     test = cap_per_class(beats.take(test_idx), per_class, seed)
-    model = build(Kachuee, len(dataset.classes), dataset.window, seed)
-    optimizers, gen = default_optimizers(model), torch.Generator().manual_seed(seed)
-    x, y = torch.as_tensor(train.x)[:, None], torch.as_tensor(train.y)
-    model.train()
-    for _ in range(3):
-        for batch in torch.randperm(len(y), generator=gen).split(32):
-            classifier_step(model, x[batch], y[batch], torch.zeros(len(batch), dtype=torch.long), optimizers)
-    return model.eval(), torch.as_tensor(test.x)[:, None], torch.as_tensor(test.y), dataset.value_range
+    model = train_reference(train, len(dataset.classes), epochs=3, seed=seed)
+    return model, torch.as_tensor(test.x)[:, None], torch.as_tensor(test.y), dataset.value_range
 
 
 def attack_checks(cls: type, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ecgbench.api import PluginError
 from ecgbench.registry import registry
@@ -62,23 +61,12 @@ def mitbih(data_dir, cache_dir):
 @pytest.fixture(scope="module")
 def trained(mitbih):
     """Kachuee trained 2 epochs on ~2,000 real beats (500 per class), and the held-out beats."""
-    from ecgbench.baselines.kachuee import Kachuee
     from ecgbench.data import cap_per_class, stratified_split
+    from ecgbench.testing import train_reference
 
     train_idx, test_idx = stratified_split(mitbih.y, 0.3, 0)
-    train = cap_per_class(mitbih.take(train_idx), 500, 0)
-    torch.manual_seed(0)
-    model = Kachuee(4, mitbih.x.shape[1])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.as_tensor(train.x)[:, None], torch.as_tensor(train.y)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        model.train()
-        for batch in torch.randperm(len(y), generator=gen).split(32):
-            opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    return model.eval(), mitbih.take(test_idx)
+    model = train_reference(cap_per_class(mitbih.take(train_idx), 500, 0), 4, epochs=2)
+    return model, mitbih.take(test_idx)
 
 
 @pytest.fixture(scope="module")

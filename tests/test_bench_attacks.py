@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ecgbench.registry import registry
 
@@ -36,25 +35,14 @@ def _cases() -> list:
 
 @pytest.fixture(scope="module")
 def bench_setup(data_dir, cache_dir):
-    from ecgbench.baselines.kachuee import Kachuee
     from ecgbench.data import cap_per_class, load_beats, stratified_split
     from ecgbench.plugins.datasets.mitbih import MitBih
+    from ecgbench.testing import train_reference
 
     beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)
     train_idx, test_idx = stratified_split(beats.y, 0.3, 0)
-    train, test = cap_per_class(beats.take(train_idx), 1700, 0), beats.take(test_idx)
-    torch.manual_seed(0)
-    model = Kachuee(4, beats.x.shape[1])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.as_tensor(train.x)[:, None], torch.as_tensor(train.y)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        model.train()
-        for batch in torch.randperm(len(y), generator=gen).split(32):
-            opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    model.eval()
+    test = beats.take(test_idx)
+    model = train_reference(cap_per_class(beats.take(train_idx), 1700, 0), 4, epochs=3)
     with torch.no_grad():
         pred = model(torch.as_tensor(test.x)[:, None]).argmax(1).numpy()
     rng = np.random.default_rng(1)
