@@ -40,7 +40,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ecgbench.profiles import get_profile
     from ecgbench.report import write_report
-    from ecgbench.runner import MODES, RunConfig, Runner
+    from ecgbench.registry import RegistryError
+    from ecgbench.runner import MODES, RunConfig, Runner, build_attack
     from ecgbench.store import cache_dir
 
     import torch
@@ -55,6 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     models = registry.select("models", args.models)
     attacks = registry.select("attacks", args.attacks) if args.attacks.strip() else []
     profile = get_profile(args.profile)
+    for spec in attacks:  # a mistyped back-end, variant or parameter stops here, before any training
+        try:
+            build_attack(spec, profile, registry)
+        except RegistryError:
+            pass  # a plugin that fails to import fails only its own cells
     out = Path(args.out or f"runs/{datasets[0]}-{profile.name}")
     cfg = RunConfig(datasets=datasets, models=models, attacks=attacks, profile=profile, out=out,
                     data_dir=_data_dir(args.data_dir), cache=cache_dir(args.cache_dir), split=args.split, modes=modes,

@@ -84,3 +84,10 @@ def test_missing_data_dir_fails_the_cells_with_the_path(tmp_path, data_dir):
                    "--data-dir", str(missing), cache=tmp_path, data_dir=data_dir)
     assert res.returncode == 1
     assert str(missing) in res.stderr and "ecgbench data download mitdb" in res.stderr
+
+
+def test_unknown_back_end_stops_before_any_training(tmp_path, data_dir):
+    res = ecgbench("run", "--models", "kachuee", "--attacks", "pgd@nope", "--profile", "smoke", "--out", str(tmp_path / "o"),
+                   cache=tmp_path, data_dir=data_dir)
+    assert res.returncode == 2 and "no back-end 'nope'" in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "o" / "cells").exists() and not (tmp_path / "checkpoints").exists()
