@@ -45,7 +45,7 @@ def art_classifier(model: nn.Module, x: torch.Tensor, n_classes: int, value_rang
     device = device_of(model)
     return PyTorchClassifier(
         model=Float32(model),
-        loss=nn.CrossEntropyLoss(),
+        loss=getattr(model, "attack_loss", None) or nn.CrossEntropyLoss(),  # a model may say what to maximise
         input_shape=tuple(x.shape[1:]),
         nb_classes=n_classes,
         clip_values=(float(value_range[0]), float(value_range[1])),

@@ -62,3 +62,28 @@ def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data
 def test_attack_specs_parse_back_end_and_variant():
     assert parse_attack("hsj@art:paper-reference") == ("hsj", "art", "paper-reference")
     assert parse_attack("pgd") == ("pgd", None, None)
+
+
+def test_detector_aware_loss_rewards_misclassification_and_penalises_detection():
+    import torch
+
+    from ecgbench.adapters import art_classifier
+    from ecgbench.runner import DetectorAware, DetectorAwareLoss
+
+    loss = DetectorAwareLoss()
+    y = torch.tensor([0])
+    undetected = torch.tensor([[2.0, 0.0, 0.0, 1.0]])  # detector margin 1 - 2 < 0: no penalty
+    detected = torch.tensor([[2.0, 0.0, 0.0, 5.0]])  # margin 5 - 2 = 3: penalised by 3
+    ce = torch.nn.functional.cross_entropy(undetected[:, :3], y)
+    assert torch.isclose(loss(undetected, y), ce) and torch.isclose(loss(detected, y), ce - 3.0)
+
+    class Toy(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3]
+
+        def detect(self, x):
+            return x.flatten(1)[:, 3:5]
+
+    wrapped = DetectorAware(Toy())
+    clf = art_classifier(wrapped, torch.zeros(1, 1, 8), 4, (0.0, 1.0))
+    assert clf._loss is wrapped.attack_loss
