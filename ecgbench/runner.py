@@ -33,7 +33,7 @@ from ecgbench.contracts import TOL, check_adversarial, check_beats, check_logits
 from ecgbench.data import Splits, load_beats, prepare
 from ecgbench.profiles import Profile
 from ecgbench.registry import Registry, RegistryError, registry as default_registry
-from ecgbench.store import cache_key, load_arrays, read_json, save_arrays, write_json
+from ecgbench.store import atomic_write, cache_key, load_arrays, read_json, save_arrays, write_json
 from ecgbench.train import fit, predict
 
 __all__ = ["Cell", "RunConfig", "Runner", "parse_attack", "build_attack", "plan", "MODES"]
@@ -232,9 +232,6 @@ class Runner:
                      epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=self.device,
                      seed=p.seed, progress=self.cfg.progress)
         self.trainings += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from ecgbench.store import atomic_write
-
         atomic_write(path, lambda fh: torch.save(result.state, fh))
         write_json(info_path, result.info)
         net.load_state_dict(result.state)
