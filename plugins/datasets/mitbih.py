@@ -30,6 +30,17 @@ def find_records(data_dir: Path, folder: str, marker: str) -> Path:
     )
 
 
+def listed_records(root: Path, wanted: list[str] | None, dataset: str) -> list[str]:
+    """The records named in `root/RECORDS`, narrowed to `wanted`; a name not listed is an error."""
+    names = (root / "RECORDS").read_text().split()
+    if wanted is None:
+        return names
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise PluginError(f"{dataset}: record(s) {', '.join(missing)} not in {root / 'RECORDS'}")
+    return [n for n in names if n in wanted]
+
+
 class MitBih(Dataset):
     """Beats of the MLII lead, 280 samples centred on the reference R peaks, min-max scaled to [0, 1].
 
@@ -50,14 +61,7 @@ class MitBih(Dataset):
         return {**super().settings(), "lead": LEAD, "version": 1}
 
     def record_names(self) -> list[str]:
-        root = find_records(self.data_dir, "mitdb", "RECORDS")
-        names = (root / "RECORDS").read_text().split()
-        if self.records is not None:
-            missing = sorted(set(self.records) - set(names))
-            if missing:
-                raise PluginError(f"mitbih: record(s) {', '.join(missing)} not in {root / 'RECORDS'}")
-            names = [n for n in names if n in self.records]
-        return names
+        return listed_records(find_records(self.data_dir, "mitdb", "RECORDS"), self.records, self.name)
 
     def load(self) -> Beats:
         import wfdb

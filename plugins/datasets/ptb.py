@@ -14,7 +14,7 @@ import numpy as np
 from ecgbench.api import Beats, Dataset, PluginError
 from ecgbench.data import cap_per_class
 from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
-from ecgbench.plugins.datasets.mitbih import find_records
+from ecgbench.plugins.datasets.mitbih import find_records, listed_records
 
 __all__ = ["Ptb", "diagnosis"]
 
@@ -58,14 +58,7 @@ class Ptb(Dataset):
                 "beats_per_class": self.beats_per_class, "seed": SEED, "version": 1}
 
     def record_names(self) -> list[str]:
-        root = find_records(self.data_dir, "ptbdb", "RECORDS")
-        names = (root / "RECORDS").read_text().split()
-        if self.records is not None:
-            missing = sorted(set(self.records) - set(names))
-            if missing:
-                raise PluginError(f"ptb: record(s) {', '.join(missing)} not in {root / 'RECORDS'}")
-            names = [n for n in names if n in self.records]
-        return names
+        return listed_records(find_records(self.data_dir, "ptbdb", "RECORDS"), self.records, self.name)
 
     def load(self) -> Beats:
         import wfdb
