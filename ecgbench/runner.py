@@ -181,6 +181,7 @@ class Runner:
         self.device = _resolve_device(cfg.device)
         self.profile = cfg.profile
         self._data: dict[str, DataContext] = {}
+        self._static: tuple[str, dict] | None = None  # the last attacked set: cells run attack by attack
         self.attack_calls = 0  # attacked sets generated (not served from cache) by this runner
         self.trainings = 0
 
@@ -262,7 +263,14 @@ class Runner:
         return x_adv[:, 0].numpy(), stats
 
     def attacked_static(self, ctx: DataContext, attack: Attack) -> dict:
-        """Attacked copies of (a subset of) the training beats and of the test beats, made against the source model."""
+        """Attacked copies of (a subset of) the training beats and of the test beats, made against the source model.
+
+        Held in memory for the cells that follow: a static cell needs it to train and to score, and the
+        adaptive cell of the same attack to find its checkpoint.
+        """
+        memo = cache_key(ctx.dataset.name, attack.config())
+        if self._static is not None and self._static[0] == memo:
+            return self._static[1]
         source = self.cfg.source or "ecg-atk-gan"
         src_model, _, src_key = self.trained(ctx, source, None)
         key = cache_key("static", ctx.settings, src_key, attack.config(), code_hash(type(attack)), self.profile.static_train_cap)
@@ -282,8 +290,10 @@ class Runner:
             save_arrays(path, **a)
         train = s.train.take(a["source"])
         train = Beats(a["train"], train.y, train.groups, np.ones(len(train), dtype=bool))
-        return {"key": key, "source": a["source"], "train": train, "test": a["test"], "source_model": source,
-                "stats": {"within_budget": float(a["within_budget"]), "linf_median_found": float(a["linf_median_found"])}}
+        static = {"key": key, "source": a["source"], "train": train, "test": a["test"], "source_model": source,
+                  "stats": {"within_budget": float(a["within_budget"]), "linf_median_found": float(a["linf_median_found"])}}
+        self._static = (memo, static)
+        return static
 
     # -- cells ----------------------------------------------------------------------------------
     def cell_key(self, cell: Cell) -> str:
