@@ -120,14 +120,12 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
             if on_epoch:
                 on_epoch(record)
             if best is None or score > best.info["val_balanced_accuracy"]:
-                best = FitResult(copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}), dict(record))
-        if best is not None:
-            best.info.setdefault("train_counts", data.counts(n_classes))
+                state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best = FitResult(state, {**record, "train_counts": data.counts(n_classes), "n_train": len(data)})
     assert best is not None, "fit needs at least one fold and one epoch"
     best.info.update(
         seconds=time.perf_counter() - start,
         seconds_per_epoch=float(np.mean(epoch_seconds)),
         n_params=sum(p.numel() for p in model.parameters()),
-        n_train=len(data),
     )
     return best
