@@ -61,6 +61,20 @@ def discover() -> list[Entry]:
     return found
 
 
+def hook_entries() -> list[Entry]:
+    """Every `ecgbench.hooks` entry point (pluggy hook modules, see ecgbench/hooks.py), allowed by ECGBENCH_PLUGINS."""
+    allowed = os.environ.get(ENV_VAR)
+    allow = None if allowed is None else {a.strip().lower().replace("_", "-") for a in allowed.split(",") if a.strip()}
+    found, seen = [], set()
+    for dist in distributions():
+        key = (dist.metadata["Name"] or "?").lower().replace("_", "-")
+        if key in seen or (allow is not None and key not in allow):
+            continue
+        seen.add(key)
+        found += [Entry("hooks", ep.name, ep.value, dist.metadata["Name"], dist.version) for ep in dist.entry_points if ep.group == "ecgbench.hooks"]
+    return found
+
+
 class Registry:
     """Name -> plugin class, per kind. A name declared twice is an error naming both distributions."""
 
