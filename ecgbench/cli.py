@@ -156,6 +156,10 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("database", help="mitdb | ptbdb | ptbxl")
     dl.add_argument("--to", default=None, help=f"data root (default ${DATA_ENV}, else ./data)")
     dl.set_defaults(func=cmd_download)
+
+    from ecgbench.commands import add_report_commands  # export, merge and hook plugins' sub-commands
+
+    add_report_commands(sub)
     return p
 
 

@@ -1,107 +1,211 @@
-"""Tables from cell files: the leaderboard and the paper's Tables 1-3, as markdown, CSV and JSON.
+"""Tables from cell files: the leaderboard (a headline table, then one table per mode), the paper's Tables
+1-3 and attack details, as markdown, CSV and JSON, plus the HTML page and figures.
 
 Reporting never runs a model: `ecgbench report RUN_DIR` rebuilds every table from `cells/`.
+
+The headline ranks models by the honest number: robust accuracy under every adaptive (white-box)
+attack at the common eps 0.01 (paper 2.3), a beat counting only if it survives all of them
+(AutoAttack's rule). Beside it: the black-box worst case (decision- and score-based attacks only:
+what an attacker without the weights achieves), the static worst case (the paper's protocol, 3.1),
+and the detector-aware worst case for models with an attack detector. Each number carries a 95 %
+bootstrap interval over test beats and, where the run has several seeds, mean +- sd over seeds.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ecgbench import metrics
+from ecgbench.cells import (BLACK_BOX, COMMON_EPS, Result, classes_of, load_cells, not_converged, results,
+                            validation_score, worst_case)
 from ecgbench.store import atomic_write, read_json, write_json
 
-__all__ = ["load_cells", "leaderboard", "table1", "table2", "table3", "attack_details", "write_report"]
+__all__ = ["load_cells", "leaderboard", "headline", "mode_table", "table1", "table2", "table3", "attack_details",
+           "per_class_worst", "write_report", "MODES", "MEASURES"]
+
+MODES = ("static", "adaptive", "adaptive-detect")
+E = f"eps={COMMON_EPS:g}"
+# Headline measures: column name -> (mode, attack kinds or None for all, label in the markdown table).
+MEASURES: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
+    f"worst white-box {E}": ("adaptive", None, "white-box worst"),
+    f"worst black-box {E}": ("adaptive", BLACK_BOX, "black-box worst"),
+    f"worst static {E}": ("static", None, "static worst (paper)"),
+    f"worst with detector {E}": ("adaptive-detect", None, "with detector"),
+}
+RANK_BY = f"worst white-box {E}"
 
 
-def load_cells(out: Path) -> list[dict]:
-    files = sorted((Path(out) / "cells").rglob("*.json"))
-    if not files:
-        raise FileNotFoundError(f"{out}: no cell files under {Path(out) / 'cells'}; run `ecgbench run --out {out}` first")
-    return [read_json(f) for f in files]
+def _groups(rs: Sequence[Result]) -> dict[tuple[str, str], dict[int, list[Result]]]:
+    """(dataset, model) -> seed -> that seed's results, in first-seen order."""
+    out: dict[tuple[str, str], dict[int, list[Result]]] = {}
+    for r in rs:
+        out.setdefault((r.dataset, r.model), {}).setdefault(r.seed, []).append(r)
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
-def _ok(cells: list[dict]) -> list[dict]:
-    return [c for c in cells if c.get("status") == "ok"]
+def _attacks(rs: Sequence[Result]) -> list[str]:
+    return list(dict.fromkeys(r.attack for r in rs if r.attack))
 
 
-def _attacks(cells: list[dict]) -> list[str]:
-    seen: list[str] = []
-    for c in cells:
-        a = c["cell"]["attack"]
-        if a and a not in seen:
-            seen.append(a)
-    return seen
+def _pick(rs: Sequence[Result], attack: str, mode: str) -> Result | None:
+    """The cell of one attack and mode for a per-attack column: at the common eps if run there, else at
+    the attack's own default budget (a cell without `eps`), else the smallest budget run."""
+    mine = [r for r in rs if r.attack == attack and r.mode == mode]
+    if not mine:
+        return None
+    for test in (lambda r: r.eps is not None and abs(r.eps - COMMON_EPS) < 1e-12, lambda r: r.record["cell"].get("eps") is None):
+        hit = [r for r in mine if test(r)]
+        if hit:
+            return hit[0]
+    return min(mine, key=lambda r: r.eps or 0.0)
 
 
-def _worst(cells: list[dict], mode: str, max_eps: float = float("inf")) -> float:
-    """Share of beats correct under every attack of this mode within `max_eps` (AutoAttack's rule); NaN if none ran."""
-    bits = [np.frombuffer(c["correct"].encode(), dtype=np.uint8) == ord("1") for c in cells
-            if c["cell"]["mode"] == mode and c.get("attack", {}).get("eps", 0.0) <= max_eps]
-    return float(np.logical_and.reduce(bits).mean()) if bits else float("nan")
+def _summ(prefix: str, parts: list[np.ndarray], row: dict) -> None:
+    s = metrics.seed_summary(parts)
+    row[prefix] = s["mean"] if parts else np.nan
+    row[f"{prefix} sd"], row[f"{prefix} lo"], row[f"{prefix} hi"] = s["sd"], s["lo"], s["hi"]
+    row[f"{prefix} n"] = s["n"]
 
 
-def leaderboard(cells: list[dict]) -> pd.DataFrame:
-    """Models as rows: clean accuracy, accuracy under each attack and mode, worst case; best worst case first."""
-    cells = _ok(cells)
+def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] | None = None) -> pd.DataFrame:
+    """Models as rows, every column: clean and headline measures (mean, sd over seeds, 95 % bootstrap interval,
+    beats), each attack x mode (mean over seeds, at the column's eps), the older worst-case columns; ranked
+    by the white-box worst case at eps 0.01, models flagged as not converged last."""
+    rs = results(cells)
+    attacks = _attacks(rs)
     rows = []
-    for (dataset, model) in dict.fromkeys((c["cell"]["dataset"], c["cell"]["model"]) for c in cells):
-        mine = [c for c in cells if c["cell"]["dataset"] == dataset and c["cell"]["model"] == model]
-        row: dict[str, Any] = {"dataset": dataset, "model": model}
-        for c in mine:
-            cell = c["cell"]
-            col = "clean" if cell["mode"] == "clean" else f"{cell['attack']} {cell['mode']}"
-            row[col] = c.get("system_accuracy", c["metrics"]["accuracy"])
-        row["worst static"] = _worst(mine, "static")
-        row["worst adaptive"] = _worst(mine, "adaptive")
-        # CW runs at eps 0.1 (paper 2.3), ten times the others' budget: also the worst case at 0.01.
-        row["worst adaptive eps<=0.01"] = _worst(mine, "adaptive", 0.01 + 1e-9)
-        if any(c["cell"]["mode"] == "adaptive-detect" for c in mine):
-            row["worst adaptive-detect"] = _worst(mine, "adaptive-detect")
+    for (dataset, model), seeds in _groups(rs).items():
+        flat = [r for part in seeds.values() for r in part]
+        clean = [r for r in flat if r.mode == "clean"]
+        n_classes = len(classes_of(cells, dataset))
+        row: dict[str, Any] = {"dataset": dataset, "model": model,
+                               "params": next((r.record.get("train", {}).get("n_params") for r in flat if r.record.get("train")), None),
+                               "seeds": ",".join(str(s) for s in seeds), "val_balanced_accuracy": np.nan}
+        scores = [validation_score(r) for r in clean]
+        row["val_balanced_accuracy"] = float(np.nanmean(scores)) if scores else np.nan
+        row["converged"] = not not_converged(scores, n_classes)
+        _summ("clean", [r.correct for r in clean], row)
+        notes = []
+        for col, (mode, kinds, _) in MEASURES.items():
+            worst = [worst_case([r for r in part if r.mode == mode], COMMON_EPS, kinds) for part in seeds.values()]
+            worst = [w for w in worst if w is not None]
+            _summ(col, [w.correct for w in worst], row)
+            if any(w.intersected for w in worst):
+                notes.append(f"{col}: over the {len(worst[0].beats)} beats every attack scored")
+        row["notes"] = "; ".join(notes)
+        for a in attacks:
+            for mode in MODES:
+                picked = [_pick(part, a, mode) for part in seeds.values()]
+                picked = [p for p in picked if p is not None]
+                if picked:
+                    row[f"{a} {mode}"] = float(np.mean([p.record.get("system_accuracy", p.accuracy) for p in picked]))
+        for col, mode, eps in (("worst static", "static", np.inf), ("worst adaptive", "adaptive", np.inf),
+                               ("worst adaptive eps<=0.01", "adaptive", COMMON_EPS), ("worst adaptive-detect", "adaptive-detect", np.inf)):
+            worst = [worst_case([r for r in part if r.mode == mode], eps) for part in seeds.values()]
+            worst = [w.accuracy for w in worst if w is not None]
+            if worst or col != "worst adaptive-detect":
+                row[col] = float(np.mean(worst)) if worst else np.nan
+        if model_metrics is not None:
+            row.update(model_metrics([r.record for r in flat]))
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    modes = ("static", "adaptive", "adaptive-detect")
-    order = (["dataset", "model", "clean"] + [f"{a} {m}" for a in _attacks(cells) for m in modes]
-             + ["worst static", "worst adaptive", "worst adaptive eps<=0.01", "worst adaptive-detect"])
-    df = df[[c for c in order if c in df.columns]]
-    return df.sort_values(["dataset", "worst adaptive", "worst static", "clean"], ascending=[True, False, False, False], na_position="last").reset_index(drop=True)
+    df["_rank"] = df["converged"].map({True: 0, False: 1})
+    df = df.sort_values(["dataset", "_rank", RANK_BY, "clean"], ascending=[True, True, False, False], na_position="last")
+    return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def _fmt(row: pd.Series, col: str, interval: bool = True) -> str:
+    """`70.8 [67.9, 73.7]`, or `70.8 ± 1.2 [67.9, 73.7]` over several seeds; `—` where nothing ran."""
+    v = row.get(col)
+    if v is None or pd.isna(v):
+        return "—"
+    text = f"{v * 100:.1f}"
+    if not pd.isna(row.get(f"{col} sd", np.nan)):
+        text += f" ± {row[f'{col} sd'] * 100:.1f}"
+    if interval and not pd.isna(row.get(f"{col} lo", np.nan)):
+        text += f" [{row[f'{col} lo'] * 100:.1f}, {row[f'{col} hi'] * 100:.1f}]"
+    return text
+
+
+def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The compact table for one dataset: at most ten columns, strings as shown to a reader."""
+    part = board[board["dataset"] == dataset]
+    has_detector = f"worst with detector {E}" in part and part[f"worst with detector {E}"].notna().any()
+    rows, rank = [], 0
+    for _, r in part.iterrows():
+        rank += bool(r["converged"])
+        row = {"rank": str(rank) if r["converged"] else "—",
+               "model": r["model"] if r["converged"] else f"{r['model']} (not converged)",
+               "params": f"{int(r['params']):,}" if not pd.isna(r.get("params")) else "—",
+               "clean": _fmt(r, "clean")}
+        for col, (_, _, label) in MEASURES.items():
+            if col == f"worst with detector {E}" and not has_detector:
+                continue
+            row[label] = _fmt(r, col)
+        row["beats"] = str(int(r["clean n"])) if not pd.isna(r.get("clean n")) else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mode_table(board: pd.DataFrame, cells: list[dict], dataset: str, mode: str) -> pd.DataFrame:
+    """One mode: models as rows (headline order), attacks as columns (mean over seeds, %), then the worst case."""
+    rs = [r for r in results(cells) if r.dataset == dataset and r.mode == mode]
+    part = board[board["dataset"] == dataset]
+    cols = []
+    if mode == "adaptive-detect":  # only models that have a detector
+        part = part[part[[c for c in part.columns if c.endswith(" adaptive-detect")]].notna().any(axis=1)]
+    for a in _attacks(rs):
+        if f"{a} {mode}" in part and part[f"{a} {mode}"].notna().any():
+            eps = next((p.eps for p in (_pick(rs, a, mode),) if p is not None), None)
+            label = a if eps is None or abs(eps - COMMON_EPS) < 1e-12 else f"{a} (eps {eps:g})"
+            cols.append((f"{a} {mode}", label))
+    if not cols:
+        return pd.DataFrame()
+    worst = {"static": f"worst static {E}", "adaptive": f"worst white-box {E}", "adaptive-detect": f"worst with detector {E}"}[mode]
+    rows = []
+    for _, r in part.iterrows():
+        row = {"model": r["model"], "clean": _fmt(r, "clean", interval=False)}
+        row.update({label: "—" if pd.isna(r.get(col)) else f"{r[col] * 100:.1f}" for col, label in cols})
+        row[f"worst ({E})"] = _fmt(r, worst, interval=False)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _by_eps(rs: Sequence[Result], mode: str) -> list[Result]:
+    """Per attack and seed, the one cell a per-class table shows (see `_pick`)."""
+    out = []
+    for seed in dict.fromkeys(r.seed for r in rs):
+        mine = [r for r in rs if r.seed == seed]
+        out += [r for r in mine if r.mode == "clean"]
+        out += [p for a in _attacks(mine) if (p := _pick(mine, a, mode)) is not None]
+    return out
 
 
 def table1(cells: list[dict], dataset: str, mode: str = "static") -> pd.DataFrame:
-    """Paper Table 1 layout: per attack and model, accuracy and each class's sensitivity and specificity."""
+    """Paper Table 1 layout: per attack and model, accuracy and each class's sensitivity and specificity
+    (mean over seeds; each attack at the column eps of `_pick`)."""
+    rs = _by_eps([r for r in results(cells) if r.dataset == dataset and r.mode in ("clean", mode)], mode)
     rows = []
-    for c in _ok(cells):
-        cell = c["cell"]
-        if cell["dataset"] != dataset or cell["mode"] not in ("clean", mode):
-            continue
-        m = c["metrics"]
-        row = {"attack": cell["attack"] or "No Attack", "model": cell["model"], "accuracy": m["accuracy"]}
+    for r in rs:
+        m = r.record["metrics"]
+        row = {"attack": r.attack or "No Attack", "model": r.model, "accuracy": m["accuracy"]}
         row.update({k: v for k, v in m.items() if k.startswith(("sensitivity_", "specificity_"))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    classes = _classes(cells, dataset)
+    classes = classes_of(cells, dataset)
     df = df[["attack", "model", "accuracy"] + [f"{m}_{c}" for c in classes for m in ("sensitivity", "specificity")]]
-    attack_order = ["No Attack"] + _attacks(cells)
+    df = df.groupby(["attack", "model"], sort=False, as_index=False).mean()
+    attack_order = ["No Attack"] + _attacks(results(cells))
     df["_a"] = df["attack"].map(attack_order.index)
     return df.sort_values(["_a", "accuracy"], ascending=[True, False]).drop(columns="_a").reset_index(drop=True)
-
-
-def _classes(cells: list[dict], dataset: str) -> list[str]:
-    """Class names in the dataset's own order (stored in each cell; JSON keys alone are sorted)."""
-    for c in _ok(cells):
-        if c["cell"]["dataset"] == dataset:
-            if "classes" in c:
-                return list(c["classes"])
-            names = [k[len("sensitivity_"):] for k in c["metrics"] if k.startswith("sensitivity_")]
-            paper_order = ["N", "S", "V", "F", "Normal", "NORM", "MI"]
-            return sorted(names, key=lambda n: paper_order.index(n) if n in paper_order else len(paper_order))
-    return []
 
 
 def table2(cells: list[dict], dataset: str, positive: str, mode: str = "static") -> pd.DataFrame:
@@ -112,35 +216,72 @@ def table2(cells: list[dict], dataset: str, positive: str, mode: str = "static")
     long = t1.rename(columns={"accuracy": "Accuracy", f"sensitivity_{positive}": "Sensitivity", f"specificity_{positive}": "Specificity"})
     long = long.melt(id_vars=["attack", "model"], value_vars=["Accuracy", "Sensitivity", "Specificity"], var_name="metric")
     wide = long.pivot_table(index=["metric", "model"], columns="attack", values="value", sort=False)
-    cols = [a for a in ["No Attack"] + _attacks(cells) if a in wide.columns]
+    cols = [a for a in ["No Attack"] + _attacks(results(cells)) if a in wide.columns]
     return wide[cols].reset_index()
+
+
+def per_class_worst(cells: list[dict], dataset: str) -> tuple[pd.DataFrame, str]:
+    """Per model and class, robust accuracy under the adaptive (white-box) worst case at eps 0.01.
+
+    Exact where cells store the test labels (`record["y"]`): the worst case's robust beats of each
+    class. Older cells store only per-class sensitivities, so there it is each class's sensitivity
+    under the strongest single attack: an upper bound on the per-class worst case. Returns the table
+    (fractions) and a sentence saying which.
+    """
+    rs = [r for r in results(cells) if r.dataset == dataset]
+    classes = classes_of(cells, dataset)
+    rows, exact = [], True
+    for (_, model), seeds in _groups(rs).items():
+        per_seed = []
+        for part in seeds.values():
+            adaptive = [r for r in part if r.mode == "adaptive"]
+            labels = next((r.record["y"] for r in part if "y" in r.record), None)
+            w = worst_case(adaptive, COMMON_EPS)
+            if w is None:
+                continue
+            if labels is not None:
+                y = np.array([int(c) for c in labels] if isinstance(labels, str) else labels)[w.beats]
+                per_seed.append([float(w.correct[y == i].mean()) if (y == i).any() else np.nan for i in range(len(classes))])
+            else:
+                exact = False
+                admissible = [r for r in adaptive if r.eps is not None and r.eps <= COMMON_EPS + 1e-9]
+                per_seed.append([min(r.record["metrics"].get(f"sensitivity_{c}", np.nan) for r in admissible) for c in classes])
+        if per_seed:
+            rows.append({"model": model, **dict(zip(classes, np.nanmean(np.array(per_seed, dtype=float), axis=0)))})
+    note = ("Exact: the beats of each class that survive every adaptive attack at eps 0.01." if exact else
+            "Each class's sensitivity under the strongest single adaptive attack at eps 0.01 (these cells do not store "
+            "test labels, so this is an upper bound on the per-class worst case).")
+    return pd.DataFrame(rows), note
 
 
 def table3(cells: list[dict]) -> pd.DataFrame:
     """Paper Table 3: similarity of the generator's output to the clean beat, per attack and dataset."""
     rows = []
-    for c in _ok(cells):
-        if "similarity" in c and c["cell"]["mode"] in ("clean", "static"):
+    for c in cells:
+        if c.get("status") == "ok" and "similarity" in c and c["cell"]["mode"] in ("clean", "static"):
             rows.append({"dataset": c["cell"]["dataset"], "model": c["cell"]["model"],
                          "attack": c["cell"]["attack"] or "No Attack", **c["similarity"]})
     return pd.DataFrame(rows)
 
 
-def attack_details(cells: list[dict]) -> pd.DataFrame:
-    """Per attack, model and mode: success rate, perturbation size and SNR, budget and detection figures."""
+def attack_details(cells: list[dict], cell_metrics: Callable[[dict], dict] | None = None) -> pd.DataFrame:
+    """Per attack, model, mode, seed and eps: success rate, perturbation size and SNR, budget and detection figures."""
     rows = []
-    for c in _ok(cells):
-        cell = c["cell"]
-        if not cell["attack"]:
+    for r in results(cells):
+        if not r.attack:
             continue
-        row = {"dataset": cell["dataset"], "model": cell["model"], "attack": cell["attack"], "mode": cell["mode"],
+        c = r.record
+        row = {"dataset": r.dataset, "model": r.model, "attack": r.attack, "kind": r.kind, "mode": r.mode,
+               "seed": r.seed, "eps": r.eps, "beats": len(r.correct),
                "accuracy": c["metrics"]["accuracy"], "system_accuracy": c.get("system_accuracy"),
                "success_rate": c.get("success_rate"), **c.get("perturbation", {})}
         row.update({f"budget_{k}": v for k, v in c.get("budget", {}).items()})
         if "detection" in c:
             row["detection_accuracy"] = c["detection"].get("accuracy")
             row["flagged_attacked"] = c["detection"]["flagged_eval"]
-        row["params"] = json.dumps({k: v for k, v in c["attack"].items() if k not in ("name",)}, sort_keys=True)
+        row["params"] = json.dumps({k: v for k, v in c.get("attack", {}).items() if k not in ("name",)}, sort_keys=True)
+        if cell_metrics is not None:
+            row.update(cell_metrics(c))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -149,61 +290,114 @@ def _pct(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracies and rates as percentages with one decimal, for markdown only (CSV and JSON keep floats)."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype.kind == "f" and not col.startswith(("linf", "l2", "snr", "mse", "nrmse", "budget_linf")):
+        if out[col].dtype.kind == "f" and not col.startswith(("linf", "l2", "snr", "mse", "nrmse", "budget_linf", "eps", "params")):
             out[col] = (out[col] * 100).round(1)
     return out
 
 
-def _md(df: pd.DataFrame) -> str:
-    return _pct(df).to_markdown(index=False, floatfmt=".4g") if not df.empty else "_no finished cells_"
+def _md(df: pd.DataFrame, pct: bool = True) -> str:
+    if df.empty:
+        return "_no finished cells_"
+    if not pct:  # already formatted strings: keep "69.0" as written
+        return df.to_markdown(index=False, disable_numparse=True, colalign=["left" if c in ("rank", "model") else "right" for c in df.columns])
+    return _pct(df).to_markdown(index=False, floatfmt=".4g")
+
+
+def _save_table(out: Path, name: str, df: pd.DataFrame, title: str, run: dict, written: list[Path], pct: bool = True) -> None:
+    written.append(atomic_write(out / f"{name}.csv", lambda fh: fh.write(df.to_csv(index=False).encode())))
+    written.append(write_json(out / f"{name}.json", json.loads(df.to_json(orient="records"))))
+    text = f"# {title}\n\n{provenance(run)}\n{_md(df, pct)}\n"
+    written.append(atomic_write(out / f"{name}.md", lambda fh: fh.write(text.encode())))
+
+
+HEADLINE_NOTE = (
+    "Robust accuracy (%) at L-inf eps 0.01 on the [0, 1] beat scale (paper 2.3). **white-box worst**: a beat counts "
+    "only if it survives every adaptive attack (AutoAttack's rule); the ranking. **black-box worst**: decision- and "
+    "score-based attacks only, what an attacker without the weights achieves. **static worst**: the paper's "
+    "protocol (3.1), attacks made once against the source model. **with detector**: the model and its attack "
+    "detector attacked as one; a beat counts if classified correctly or flagged. Brackets: 95 % bootstrap interval "
+    "over test beats; `±`: standard deviation over seeds where the run has several. A model whose validation "
+    "balanced accuracy closes less than a quarter of the gap from chance to 1 is marked not converged and not ranked."
+)
+
+
+def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sections: Sequence[tuple[str, str]] = ()) -> str:
+    """leaderboard.md: per dataset the headline table, then one table per mode; then plugin sections."""
+    lines = ["# Leaderboard", "", provenance(run), HEADLINE_NOTE, ""]
+    for d in dict.fromkeys(board["dataset"]) if not board.empty else []:
+        lines += [f"## {d}", "", _md(headline(board, d), pct=False), ""]
+        for note in board[(board["dataset"] == d) & (board["notes"] != "")][["model", "notes"]].itertuples(index=False):
+            lines += [f"- {note.model}: {note.notes}"]
+        for mode in MODES:
+            t = mode_table(board, cells, d, mode)
+            if not t.empty:
+                lines += ["", f"### {d}, {mode} attacks: accuracy (%) per attack", "", _md(t, pct=False)]
+        lines += [""]
+    for title, body in sections:
+        lines += [f"## {title}", "", body.strip(), ""]
+    return "\n".join(lines)
 
 
 def write_report(out: Path, paper: dict | None = None) -> list[Path]:
-    """Write every table (md, csv, json) and figure into the run folder; returns the files written."""
+    """Write every table (md, csv, json), figure and the HTML page into the run folder; returns the files written."""
+    from ecgbench import hooks
+
     out = Path(out)
     cells = load_cells(out)
     run = read_json(out / "run.json") if (out / "run.json").exists() else {}
+    pm = hooks.manager()
     written: list[Path] = []
-
-    def save(name: str, df: pd.DataFrame, title: str) -> None:
-        written.append(atomic_write(out / f"{name}.csv", lambda fh: fh.write(df.to_csv(index=False).encode())))
-        written.append(write_json(out / f"{name}.json", json.loads(df.to_json(orient="records"))))
-        text = f"# {title}\n\n{_provenance(run)}\n{_md(df)}\n"
-        written.append(atomic_write(out / f"{name}.md", lambda fh: fh.write(text.encode())))
-
-    save("leaderboard", leaderboard(cells), "Leaderboard: accuracy (%) clean, under each attack (static and adaptive), and worst case")
+    board = leaderboard(cells, lambda recs: hooks.model_metrics(pm, recs))
+    written.append(atomic_write(out / "leaderboard.csv", lambda fh: fh.write(board.to_csv(index=False).encode())))
+    written.append(write_json(out / "leaderboard.json", json.loads(board.to_json(orient="records"))))
+    sections = hooks.report_sections(pm, cells, run)
+    text = leaderboard_markdown(board, cells, run, sections)
+    written.append(atomic_write(out / "leaderboard.md", lambda fh: fh.write(text.encode())))
     datasets = list(dict.fromkeys(c["cell"]["dataset"] for c in cells))
     for d in datasets:
-        classes = _classes(cells, d)
+        classes = classes_of(cells, d)
         for mode in ("static", "adaptive"):
             if len(classes) > 2:
-                save(f"table1-{d}-{mode}", table1(cells, d, mode), f"Table 1 layout ({d}, {mode} attacks): accuracy and per-class sensitivity/specificity (%)")
+                _save_table(out, f"table1-{d}-{mode}", table1(cells, d, mode), f"Table 1 layout ({d}, {mode} attacks): accuracy and per-class sensitivity/specificity (%)", run, written)
             elif classes:
-                save(f"table2-{d}-{mode}", table2(cells, d, classes[-1], mode), f"Table 2 layout ({d}, {mode} attacks): accuracy, sensitivity and specificity of {classes[-1]} (%)")
+                _save_table(out, f"table2-{d}-{mode}", table2(cells, d, classes[-1], mode), f"Table 2 layout ({d}, {mode} attacks): accuracy, sensitivity and specificity of {classes[-1]} (%)", run, written)
+        pc, note = per_class_worst(cells, d)
+        if not pc.empty:
+            _save_table(out, f"perclass-{d}", pc, f"Per-class robust accuracy (%), adaptive worst case ({d}). {note}", run, written)
+    from ecgbench.curves import curve_tables
+
+    for d, (curve, auc) in curve_tables(cells).items():
+        _save_table(out, f"curves-{d}", curve, f"Robust accuracy (%) vs eps ({d}), adaptive mode", run, written)
+        _save_table(out, f"auc-{d}", auc, f"Area under the robust accuracy vs log10(eps) curve ({d}, %): trapezoid rule on log10(eps), divided by the log-eps range (100 = robust at every budget)", run, written)
     t3 = table3(cells)
     if not t3.empty:
-        save("table3", t3, "Table 3 layout: generator output vs clean beat (MSE, SSIM, cross-correlation, NRMSE)")
-    save("attacks", attack_details(cells), "Attack details: success rate on correctly classified beats, perturbation size, budget")
+        _save_table(out, "table3", t3, "Table 3 layout: generator output vs clean beat (MSE, SSIM, cross-correlation, NRMSE)", run, written)
+    _save_table(out, "attacks", attack_details(cells, lambda rec: hooks.cell_metrics(pm, rec)), "Attack details: success rate on correctly classified beats, perturbation size, budget", run, written)
     failed = [c for c in cells if c.get("status") != "ok"]
     if failed:
         text = "\n".join(f"- {c['cell']['dataset']}/{c['cell']['model']}/{c['cell']['attack']}/{c['cell']['mode']}: {c['error']}" for c in failed)
         written.append(atomic_write(out / "failures.md", lambda fh: fh.write(f"# Failed cells\n\n{text}\n".encode())))
-    try:
-        from ecgbench.figures import write_figures
+    from ecgbench.figures import write_figures
+    from ecgbench.html import write_html
 
-        written += write_figures(out, cells)
-    except ImportError:  # matplotlib is a dependency, but a report must not die for a figure
-        pass
+    figures = write_figures(out, cells) + hooks.figures(pm, cells, run, out)
+    written += figures
+    written.append(write_html(out, board, cells, run, figures, sections))
     return written
 
 
-def _provenance(run: dict) -> str:
+def provenance(run: dict) -> str:
+    """Command, machine, wall time, profile, split and seeds of a run, from its run.json."""
     if not run:
         return ""
     inv = run.get("invocations", [])
-    wall = sum(i["wall_seconds"] for i in inv)
+    wall = sum(i.get("wall_seconds", 0.0) for i in inv)
     m = run.get("machine", {})
     where = f"GPU {m['gpu']}" if m.get("gpu") else f"CPU ({m.get('cpu_count')} cores, {m.get('threads')} torch threads)"
+    seeds = run.get("seeds") or [run.get("profile", {}).get("seed", 0)]
     return (f"Command: `{run.get('command', '?')}`  \nMachine: {where}, {m.get('platform')}, torch {m.get('torch')}  \n"
             f"Wall time: {wall / 60:.1f} min over {len(inv)} invocation(s); profile `{run.get('profile', {}).get('name')}`, "
-            f"split `{run.get('split')}`, static attacks made against `{run.get('source')}`\n")
+            f"split `{run.get('split')}`, seeds {', '.join(str(s) for s in seeds)}, static attacks made against `{run.get('source')}`\n")
+
+
+_provenance = provenance  # older name, kept for callers outside this module
