@@ -242,8 +242,8 @@ class EcgAtkGan(Model):
         return [torch.optim.Adam(m.parameters(), lr=self.lr, betas=self.betas) for m in (self.generator, self.discriminator)]
 
     def training_step(self, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
-                      optimizers: list[torch.optim.Optimizer]) -> float:
-        """One D update, then one G update (alternating LSGAN, eq. 5); returns D's plus G's loss."""
+                      optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
+        """One D update, then one G update (alternating LSGAN, eq. 5); returns D's plus G's loss, detached, on the device."""
         opt_g, opt_d = optimizers
         d, flag = self.discriminator, attacked.long()
         fake = self.generator(x, y)
@@ -268,7 +268,7 @@ class EcgAtkGan(Model):
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        return float(loss_d.detach() + loss_g.detach())
+        return loss_d.detach() + loss_g.detach()
 
 
 # --- paper Table 3: similarity of G's beats to the real ones -----------------------------------
