@@ -1,0 +1,193 @@
+"""The leaderboard from cell files: worst cases (AutoAttack's rule, per threat model, over common beats),
+ranking and the not-converged flag, seeds and bootstrap intervals, old cells, curves over eps."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellfactory import cell, write_cells
+from ecgbench import cells as C
+from ecgbench import metrics, report
+from ecgbench.curves import curve_tables
+
+N = 40
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ok(idx) -> np.ndarray:
+    out = np.zeros(N, dtype=bool)
+    out[list(idx)] = True
+    return out
+
+
+def strong(seed: int = 0) -> list[dict]:
+    return [cell("strong", None, "clean", ok(range(2, N)), seed=seed, n_params=5000),
+            cell("strong", "fgsm", "adaptive", ok(range(0, 30)), seed=seed),
+            cell("strong", "pgd", "adaptive", ok(range(5, N)), seed=seed),
+            cell("strong", "boundary", "adaptive", ok(range(0, 36)), seed=seed),
+            cell("strong", "square", "adaptive", ok(range(2, N)), seed=seed),
+            cell("strong", "cw", "adaptive", ok([]), seed=seed, attack_eps=0.1),  # eps 0.1: not in the worst case at 0.01
+            cell("strong", "fgsm", "static", ok(range(0, 38)), seed=seed)]
+
+
+@pytest.fixture()
+def board() -> tuple[pd.DataFrame, list[dict]]:
+    cs = strong() + [
+        cell("weak", None, "clean", ok(range(0, 35))), cell("weak", "fgsm", "adaptive", ok(range(0, 10))),
+        cell("weak", "boundary", "adaptive", ok(range(0, 30))),
+        # near chance on validation, yet robust on these beats: shown, not ranked
+        cell("chance", None, "clean", ok(range(N)), val=0.3), cell("chance", "fgsm", "adaptive", ok(range(N)), val=0.3)]
+    return report.leaderboard(cs), cs
+
+
+def test_worst_cases_take_every_attack_of_their_threat_model_at_the_common_eps(board):
+    df, _ = board
+    row = df.set_index("model").loc["strong"]
+    white = ok(range(0, 30)) & ok(range(5, N)) & ok(range(0, 36)) & ok(range(2, N))
+    assert row["worst white-box eps=0.01"] == pytest.approx(white.mean())  # cw at 0.1 left out
+    assert row["worst black-box eps=0.01"] == pytest.approx((ok(range(0, 36)) & ok(range(2, N))).mean())
+    assert row["worst adaptive"] == 0.0  # all budgets: cw at 0.1 breaks every beat
+    assert row["worst static eps=0.01"] == pytest.approx(38 / N)
+    assert row["clean"] == pytest.approx(38 / N) and row["params"] == 5000
+    assert row["fgsm adaptive"] == pytest.approx(30 / N) and row["cw adaptive"] == 0.0
+
+
+def test_ranked_by_white_box_worst_case_and_a_model_near_chance_is_shown_not_ranked(board):
+    df, cs = board
+    assert list(df.model) == ["strong", "weak", "chance"]  # chance has the best numbers but did not converge
+    assert list(df.converged) == [True, True, False]
+    top = report.headline(df, "mitbih")
+    assert len(top.columns) <= 10
+    assert list(top["rank"]) == ["1", "2", "—"] and top["model"].iloc[2] == "chance (not converged)"
+    assert "with detector" not in top.columns  # no model here has a detector
+    assert top.loc[0, "white-box worst"].startswith(f"{(ok(range(5, 30))).mean() * 100:.1f} [")
+
+
+def test_not_converged_rule_is_a_quarter_of_the_gap_from_chance():
+    assert C.not_converged([0.43], 4) and not C.not_converged([0.44], 4)
+    assert C.not_converged([0.62], 2) and not C.not_converged([0.63], 2)
+
+
+def test_markdown_opens_with_the_headline_then_one_table_per_mode(board):
+    df, cs = board
+    md = report.leaderboard_markdown(df, cs, {})
+    lines = md.splitlines()
+    first_table = next(i for i, l in enumerate(lines) if l.startswith("|"))
+    assert lines[first_table].split("|")[1].strip() == "rank"
+    assert md.index("### mitbih, static attacks") < md.index("### mitbih, adaptive attacks")
+    header = md[md.index("### mitbih, adaptive attacks"):].splitlines()[2]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["model", "clean", "fgsm", "pgd", "boundary", "square", "cw (eps 0.1)", "worst (eps=0.01)"]
+
+
+def test_old_cells_read_with_defaults_for_seed_eps_and_kind():
+    rs = C.results([cell("m", "hsj", "adaptive", ok(range(10)), new_format=False, attack_eps=0.02),
+                    cell("m", "square", "adaptive", ok(range(10)), new_format=False),
+                    cell("m", "pgd@foolbox", "adaptive", ok(range(10)), new_format=False)])
+    assert [(r.kind, r.seed, r.eps) for r in rs] == [("decision", 0, 0.02), ("score", 0, 0.01), ("gradient", 0, 0.01)]
+
+
+def test_worst_case_over_attacks_on_different_beats_uses_their_intersection_and_says_so():
+    subset = [0, 4, 8, 12, 16, 20]
+    cs = [cell("m", None, "clean", ok(range(N))), cell("m", "fgsm", "adaptive", ok(range(0, 10))),
+          cell("m", "square", "adaptive", ok([0, 1, 2, 3, 4]), eval_index=subset)]  # per subset position: beats 0, 4 robust
+    w = C.worst_case(C.results(cs), C.COMMON_EPS)
+    assert w.intersected and list(w.beats) == subset
+    assert list(w.correct) == [True, True, True, False, False, False]  # beats 0, 4, 8 pass fgsm; 8 fails square
+    df = report.leaderboard(cs)
+    assert df.loc[0, "worst white-box eps=0.01"] == pytest.approx(3 / 6) and df.loc[0, "worst white-box eps=0.01 n"] == 6
+    assert "over the 6 beats every attack scored" in df.loc[0, "notes"]
+
+
+def test_seeds_give_mean_and_sample_sd_and_an_interval_over_beats():
+    cs = strong(0) + [cell("strong", None, "clean", ok(range(10, N)), seed=1), cell("strong", "fgsm", "adaptive", ok(range(0, 20)), seed=1),
+                      cell("strong", "pgd", "adaptive", ok(range(0, 20)), seed=1)]
+    df = report.leaderboard(cs)
+    row = df.loc[0]
+    per_seed = [(ok(range(0, 30)) & ok(range(5, N)) & ok(range(0, 36)) & ok(range(2, N))).mean(), ok(range(0, 20)).mean() * 0 + ok(range(0, 20)).mean()]
+    assert row["seeds"] == "0,1"
+    assert row["worst white-box eps=0.01"] == pytest.approx(np.mean(per_seed))
+    assert row["worst white-box eps=0.01 sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert row["clean sd"] == pytest.approx(np.std([38 / N, 30 / N], ddof=1))
+    assert row["clean lo"] < row["clean"] < row["clean hi"]
+    assert "±" in report.headline(df, "mitbih").loc[0, "clean"]
+
+
+def test_bootstrap_interval_matches_resampling_beats_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    v = rng.random(300) < 0.7
+    lo, hi = metrics.bootstrap_interval([v])
+    idx = rng.integers(0, len(v), (4000, len(v)))
+    ref = np.percentile(v[idx].mean(1), [2.5, 97.5])
+    assert lo == pytest.approx(ref[0], abs=0.012) and hi == pytest.approx(ref[1], abs=0.012)
+    assert (lo, hi) == metrics.bootstrap_interval([v])
+    assert metrics.bootstrap_interval([np.ones(50, bool)]) == (1.0, 1.0)
+    wide, narrow = metrics.bootstrap_interval([v[:50]]), metrics.bootstrap_interval([np.tile(v[:50], 20)])
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_decision_attack_with_linf_found_is_judged_at_every_eps():
+    found = [0.005, 0.02, None, 0.0, 0.08]
+    r = C.results([cell("m", "hsj", "adaptive", [False, True, True, False, True], linf_found=found)])[0]
+    assert list(C.robust_at(r, 0.001)) == [True, True, True, False, True]
+    assert list(C.robust_at(r, 0.01)) == [False, True, True, False, True]
+    assert list(C.robust_at(r, 0.1)) == [False, False, True, False, False]
+
+
+def test_bounded_attack_answers_only_at_its_eps_and_above():
+    r = C.results([cell("m", "pgd", "adaptive", ok(range(5)), eps=0.03)])[0]
+    assert C.robust_at(r, 0.01) is None and C.robust_at(r, 0.03) is not None and C.robust_at(r, 0.1) is not None
+
+
+def test_curves_and_area_under_them_on_a_log_eps_grid():
+    grid = [0.001, 0.01, 0.1]
+    cs = [cell("m", None, "clean", ok(range(N)))]
+    for e, k in zip(grid, (40, 20, 0)):
+        cs.append(cell("m", "pgd", "adaptive", ok(range(k)), eps=e, attack_eps=0.01))
+    cs.append(cell("m", "hsj", "adaptive", ok(range(N)), linf_found=[0.05] * 10 + [None] * 30))
+    curve, auc = curve_tables(cs)["mitbih"]
+    assert list(curve["eps"]) == grid
+    assert list(curve["white-box worst"]) == pytest.approx([1.0, 0.5, 0.0])
+    assert list(curve["black-box worst"]) == pytest.approx([1.0, 1.0, 0.75])  # hsj found 10 beats at L-inf 0.05
+    assert auc.loc[0, "auc white-box"] == pytest.approx(0.5)  # trapezoids (1+.5)/2 and (.5+0)/2 over 2 decades
+    assert metrics.auc_log_eps([0.001, 0.1], [0.4, 0.4]) == pytest.approx(0.4)
+    assert curve_tables(strong()) == {}  # one budget per attack: no curve
+
+
+def test_per_class_worst_case_is_exact_when_cells_store_labels():
+    y = [0, 1, 2, 3] * 10
+    cs = [cell("m", None, "clean", ok(range(N))), cell("m", "fgsm", "adaptive", ok(range(0, 20)), y=y),
+          cell("m", "pgd", "adaptive", ok(range(10, N)), y=y)]
+    for c in cs:
+        c["y"] = "".join(map(str, y))
+    df, note = report.per_class_worst(cs, "mitbih")
+    assert note.startswith("Exact") and list(df.loc[0, ["N", "S", "V", "F"]]) == pytest.approx([0.2, 0.2, 0.3, 0.3])  # beats 10..19 only
+    for c in cs:
+        del c["y"]
+    df, note = report.per_class_worst(cs, "mitbih")
+    assert "upper bound" in note and list(df.loc[0, ["N", "S", "V", "F"]]) == pytest.approx([0.5] * 4)
+
+
+def test_committed_run_rebuilds_with_headline_numbers_from_its_cells(tmp_path):
+    src = REPO / "results" / "mitbih-quick"
+    out = tmp_path / "run"
+    shutil.copytree(src / "cells", out / "cells")
+    shutil.copy(src / "run.json", out / "run.json")
+    report.write_report(out)
+    first = {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()}
+    board = json.loads((out / "leaderboard.json").read_text())
+    for row in board:
+        cs = [c for c in C.load_cells(out) if c["cell"]["model"] == row["model"]]
+        adaptive = [np.frombuffer(c["correct"].encode(), np.uint8) == ord("1") for c in cs
+                    if c["cell"]["mode"] == "adaptive" and c["attack"]["eps"] <= 0.01]
+        assert row["worst white-box eps=0.01"] == pytest.approx(np.logical_and.reduce(adaptive).mean())
+    md = (out / "leaderboard.md").read_text()
+    assert md.index("| rank") < md.index("static attacks: accuracy")
+    for name in ("perclass-mitbih.md", "table1-mitbih-adaptive.md", "robust-accuracy-mitbih.png", "perclass-mitbih.png", "overlays-mitbih.png"):
+        assert (out / name).exists(), name
+    report.write_report(out)  # no timestamps, seeded bootstrap: a rebuild is byte-identical
+    assert {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()} == first
