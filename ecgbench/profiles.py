@@ -101,10 +101,12 @@ def _convert(source: str, key: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def check_fields(source: str, table: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def check_fields(source: str, table: dict[str, Any], extra: tuple[str, ...] = (), user: bool = True) -> dict[str, Any]:
     """Profile field overrides checked against the fields that exist and their types, converted ("none" -> None).
 
-    `extra` names keys the caller handles itself (a file's `base`). Errors are one line naming `source`.
+    `extra` names keys the caller handles itself (a file's `base`); `user`: also check that each attack
+    `attack_params` names is registered (not for the built-in files, which name every built-in attack
+    even where ECGBENCH_PLUGINS leaves some out). Errors are one line naming `source`.
     """
     known = _fields()
     out = {}
@@ -114,6 +116,8 @@ def check_fields(source: str, table: dict[str, Any], extra: tuple[str, ...] = ()
         if key not in known:
             raise ValueError(f"{source}: unknown profile key {key!r}; keys: {', '.join(sorted([*known, *extra]))}")
         out[key] = _convert(source, key, value, known[key])
+    if user:
+        _check_attack_names(source, out.get("attack_params", {}))
     return out
 
 
@@ -157,9 +161,7 @@ def _load(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> Profile:
     if source in seen:
         raise ValueError(f"{source}: profile bases form a loop: {' -> '.join([*seen, source])}")
     table = _read(source, text)
-    values = check_fields(source, table, extra=("base",))
-    if folder is not None:
-        _check_attack_names(source, values.get("attack_params", {}))
+    values = check_fields(source, table, extra=("base",), user=folder is not None)
     base = table.get("base")
     if base is None:
         if "epochs" not in values:
@@ -182,7 +184,6 @@ def get_profile(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     if not overrides:
         return profile
     values = check_fields("profile overrides", overrides)
-    _check_attack_names("profile overrides", values.get("attack_params", {}))
     changed = sorted(k for k, v in values.items() if getattr(profile, k) != v)
     if not changed:
         return profile
