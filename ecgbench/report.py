@@ -83,7 +83,8 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
         clean = [r for r in flat if r.mode == "clean"]
         n_classes = len(classes_of(cells, dataset))
         row: dict[str, Any] = {"dataset": dataset, "model": model,
-                               "params": next((r.record.get("train", {}).get("n_params") for r in flat if r.record.get("train")), None),
+                               "params": next((r.record["train"].get("n_params") for r in sorted(flat, key=lambda r: r.mode != "clean")
+                                          if r.record.get("train")), None),
                                "seeds": ",".join(str(s) for s in seeds), "val_balanced_accuracy": np.nan}
         scores = [validation_score(r) for r in clean]
         row["val_balanced_accuracy"] = float(np.nanmean(scores)) if scores else np.nan
