@@ -1,6 +1,9 @@
 """MIT-BIH beats on the real records: lead choice, windows, AAMI classes, counts, splits."""
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import wfdb
@@ -79,3 +82,163 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
 def test_unknown_record_names_the_record(data_dir):
     with pytest.raises(PluginError, match="999"):
         MitBih(data_dir, records=["999"]).load()
+
+
+# -- bad data: each fault is one line naming the file and what is wrong ---------------------------
+@pytest.fixture
+def mitdb_copy(data_dir, tmp_path):
+    """A data folder holding a copy of record 100 (and RECORDS listing it only), to damage."""
+    root = tmp_path / "data" / "mitdb"
+    root.mkdir(parents=True)
+    for suffix in (".hea", ".dat", ".atr"):
+        shutil.copy(data_dir / "mitdb" / f"100{suffix}", root)
+    (root / "RECORDS").write_text("100\n")
+    return root
+
+
+def load_error(root) -> str:
+    with pytest.raises(PluginError) as err:
+        MitBih(root.parent).load()
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def edit_header(root, old: str, new: str, count: int = 1) -> None:
+    hea = root / "100.hea"
+    text = hea.read_text()
+    assert text.count(old) >= count
+    hea.write_text(text.replace(old, new, count))
+
+
+def test_the_undamaged_copy_loads(mitdb_copy):
+    assert MitBih(mitdb_copy.parent).load().counts(4) == [2237, 33, 1, 0]
+
+
+def test_truncated_signal_says_how_many_samples_it_holds(mitdb_copy):
+    dat = mitdb_copy / "100.dat"
+    dat.write_bytes(dat.read_bytes()[:500_001])  # format 212, 2 channels: 3 bytes a sample
+    assert load_error(mitdb_copy) == (f"{dat}: truncated signal: header says 650000 samples of 2 channels, "
+                                      "the file holds 166667")
+
+
+def test_header_with_too_large_a_sample_count_reads_as_a_truncated_signal(mitdb_copy):
+    edit_header(mitdb_copy, "100 2 360 650000", "100 2 360 700000")
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.dat'}: truncated signal: header says 700000 samples "
+                                      "of 2 channels, the file holds 650000")
+
+
+def test_header_with_too_small_a_sample_count(mitdb_copy):
+    edit_header(mitdb_copy, "100 2 360 650000", "100 2 360 600000")
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.hea'}: header says 600000 samples of 2 channels but "
+                                      "100.dat holds 650000: wrong sample count or format")
+
+
+def test_header_with_the_wrong_format(mitdb_copy):
+    edit_header(mitdb_copy, "100.dat 212", "100.dat 16", count=2)  # 212 packs 2 samples in 3 bytes, 16 takes 2 each
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.dat'}: truncated signal: header says 650000 samples "
+                                      "of 2 channels, the file holds 487500")
+
+
+def test_header_with_an_unknown_format(mitdb_copy):
+    edit_header(mitdb_copy, "100.dat 212", "100.dat 999")
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.hea'}: signal format '999' of lead MLII is not one "
+                                      "ecgbench reads (8, 16, 24, 32, 61, 80, 160, 212, 310, 311)")
+
+
+def test_header_with_more_signals_than_it_describes(mitdb_copy):
+    edit_header(mitdb_copy, "100 2 360", "100 3 360")
+    assert load_error(mitdb_copy) == f"{mitdb_copy / '100.hea'}: header unreadable: it declares 3 signals but describes 2"
+
+
+def test_header_of_garbage_bytes(mitdb_copy):
+    (mitdb_copy / "100.hea").write_bytes(np.random.default_rng(0).bytes(300))
+    assert load_error(mitdb_copy) == f"{mitdb_copy / '100.hea'}: header unreadable: not a WFDB header"
+
+
+def test_header_of_another_record(mitdb_copy):
+    edit_header(mitdb_copy, "100 2 360", "101 2 360")
+    assert load_error(mitdb_copy) == f"{mitdb_copy / '100.hea'}: header names record '101', expected '100'"
+
+
+def test_header_with_another_sampling_rate(mitdb_copy):
+    edit_header(mitdb_copy, "100 2 360", "100 2 250")
+    assert load_error(mitdb_copy) == f"{mitdb_copy / '100.hea'}: sampling frequency 250 Hz, expected 360 Hz"
+
+
+def test_header_pointing_at_another_signal_file(mitdb_copy):
+    edit_header(mitdb_copy, "100.dat 212 200 11 1024 995", "101.dat 212 200 11 1024 995")
+    assert load_error(mitdb_copy) == f"{mitdb_copy / '100.hea'}: lead MLII is stored in '101.dat', expected '100.dat'"
+
+
+def test_signal_of_garbage_of_the_right_size_fails_its_checksum(mitdb_copy):
+    dat = mitdb_copy / "100.dat"
+    raw = bytearray(dat.read_bytes())
+    raw[300_000:300_300] = np.random.default_rng(0).bytes(300)  # the first sample stays as the header says
+    dat.write_bytes(bytes(raw))
+    assert load_error(mitdb_copy) == (f"{dat}: lead MLII does not match its checksum in 100.hea "
+                                      "(damaged file or wrong format)")
+
+
+def test_signal_whose_first_sample_disagrees_with_the_header(mitdb_copy):
+    edit_header(mitdb_copy, "1024 995 -22131", "1024 996 -22131")
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.dat'}: lead MLII starts at 995, 100.hea says 996 "
+                                      "(damaged file or wrong format)")
+
+
+def test_annotation_file_of_random_bytes(mitdb_copy):
+    atr = mitdb_copy / "100.atr"
+    atr.write_bytes(np.random.default_rng(3).bytes(2000) + b"\0\0")  # wfdb's decoder: IndexError
+    assert load_error(mitdb_copy) == f"{atr}: annotation file unreadable: not a WFDB annotation file"
+
+
+def test_annotation_file_whose_times_go_backwards(mitdb_copy):
+    atr = mitdb_copy / "100.atr"
+    atr.write_bytes(np.random.default_rng(0).bytes(2000) + b"\0\0")  # decodes, to nonsense
+    assert re.fullmatch(rf"{re.escape(str(atr))}: annotation file unreadable: annotation \d+ at sample -?\d+ "
+                        r"comes before the one at -?\d+", load_error(mitdb_copy))
+
+
+def test_truncated_annotation_file(mitdb_copy):
+    atr = mitdb_copy / "100.atr"
+    atr.write_bytes(atr.read_bytes()[:-2])
+    assert load_error(mitdb_copy) == (f"{atr}: annotation file unreadable: truncated (it does not end with the "
+                                      "end-of-file marker)")
+
+
+def test_annotations_beyond_the_signal(mitdb_copy):
+    ann = wfdb.rdann(str(mitdb_copy / "100"), "atr")
+    wfdb.wrann("100", "atr", np.append(ann.sample, 650_000), ann.symbol + ["N"], write_dir=str(mitdb_copy))
+    assert load_error(mitdb_copy) == (f"{mitdb_copy / '100.atr'}: annotation at sample 650000 lies beyond the "
+                                      "signal's 650000 samples")
+
+
+@pytest.mark.parametrize("suffix", [".hea", ".dat", ".atr"])
+def test_record_listed_but_missing_a_file(mitdb_copy, suffix):
+    (mitdb_copy / f"100{suffix}").unlink()
+    expected = f"record 100 listed in {mitdb_copy / 'RECORDS'} but {mitdb_copy / f'100{suffix}'} is missing"
+    assert load_error(mitdb_copy) == expected
+    with pytest.raises(PluginError, match=re.escape(expected)):
+        MitBih(mitdb_copy.parent).files()
+
+
+def test_records_file_of_garbage(mitdb_copy):
+    (mitdb_copy / "RECORDS").write_bytes(b"\xff\xfe\x00\x81")
+    assert load_error(mitdb_copy) == f"{mitdb_copy / 'RECORDS'}: unreadable: not a text list of record names"
+
+
+def test_data_dir_that_does_not_exist(tmp_path):
+    missing = tmp_path / "x"
+    for call in (lambda ds: ds.load(), lambda ds: ds.files()):
+        with pytest.raises(PluginError) as err:
+            call(MitBih(missing))
+        assert str(err.value).startswith(f"--data-dir {missing}: no such folder (") and "\n" not in str(err.value)
+
+
+def test_files_lists_what_load_reads_without_reading_signals(data_dir, mitdb_copy):
+    root = data_dir / "mitdb"
+    assert MitBih(data_dir, records=["101", "100"]).files() == [
+        root / "RECORDS", *(root / f"{name}{suffix}" for name in ("100", "101") for suffix in (".hea", ".dat", ".atr"))]
+    assert len(MitBih(data_dir).files()) == 1 + 3 * 48
+    (mitdb_copy / "100.dat").write_bytes(b"garbage")  # files() stats, it does not read: no error here
+    assert MitBih(mitdb_copy.parent).files()[2] == mitdb_copy / "100.dat"

@@ -6,6 +6,8 @@ gives the wrong beat count.
 """
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +133,73 @@ def test_records_are_selected_and_checked(ptb_dir: Path) -> None:
 
 
 def test_missing_folder_is_one_line_error_naming_the_path(tmp_path: Path) -> None:
+    for call in (Ptb.load, Ptb.files):
+        with pytest.raises(PluginError) as err:
+            call(Ptb(tmp_path / "nowhere"))
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"--data-dir {tmp_path / 'nowhere'}: no such folder (")
+
+
+def test_data_folder_without_ptbdb_names_what_it_looked_for(tmp_path: Path) -> None:
     with pytest.raises(PluginError) as err:
-        Ptb(tmp_path / "nowhere").load()
-    message = str(err.value)
-    assert "\n" not in message and str(tmp_path / "nowhere" / "ptbdb" / "RECORDS") in message
+        Ptb(tmp_path).load()
+    assert str(err.value).startswith(f"no ptbdb data in {tmp_path} (looked for {tmp_path / 'ptbdb' / 'RECORDS'}); ")
+
+
+# -- bad data: each fault is one line naming the file and what is wrong ---------------------------
+MI = "patient001/s0010_re"
+
+
+@pytest.fixture
+def ptb_copy(ptb_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the synthetic ptbdb folder, to damage."""
+    shutil.copytree(ptb_dir, tmp_path / "data")
+    return tmp_path / "data" / "ptbdb"
+
+
+def load_error(root: Path) -> str:
+    with pytest.raises(PluginError) as err:
+        Ptb(root.parent, records=[MI]).load()
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_files_lists_records_headers_and_signals(ptb_dir: Path) -> None:
+    root = ptb_dir / "ptbdb"
+    assert Ptb(ptb_dir, records=["patient104/s0306lre", MI]).files() == [
+        root / "RECORDS", root / f"{MI}.hea", root / f"{MI}.dat",
+        root / "patient104/s0306lre.hea", root / "patient104/s0306lre.dat"]
+    assert len(Ptb(ptb_dir).files()) == 1 + 2 * len(RECORDS)
+
+
+@pytest.mark.parametrize("suffix", [".hea", ".dat"])
+def test_record_listed_but_missing_a_file(ptb_copy: Path, suffix: str) -> None:
+    (ptb_copy / f"{MI}{suffix}").unlink()
+    expected = f"record {MI} listed in {ptb_copy / 'RECORDS'} but {ptb_copy / MI}{suffix} is missing"
+    assert load_error(ptb_copy) == expected
+    with pytest.raises(PluginError, match=re.escape(expected)):
+        Ptb(ptb_copy.parent).files()
+
+
+def test_truncated_signal(ptb_copy: Path) -> None:
+    dat = ptb_copy / f"{MI}.dat"
+    dat.write_bytes(dat.read_bytes()[:150_000])  # 15 leads of format 16: 30 bytes a sample
+    assert load_error(ptb_copy) == f"{dat}: truncated signal: header says 10000 samples of 15 channels, the file holds 5000"
+
+
+def test_header_of_garbage_bytes(ptb_copy: Path) -> None:
+    (ptb_copy / f"{MI}.hea").write_bytes(np.random.default_rng(1).bytes(500))
+    assert load_error(ptb_copy) == f"{ptb_copy / MI}.hea: header unreadable: not a WFDB header"
+
+
+def test_header_with_a_sampling_rate_that_cannot_be_an_ecg(ptb_copy: Path) -> None:
+    hea = ptb_copy / f"{MI}.hea"
+    hea.write_text(hea.read_text().replace("s0010_re 15 1000 10000", "s0010_re 15 1 10000", 1))
+    assert load_error(ptb_copy) == f"{ptb_copy / MI}.hea: sampling frequency 1 Hz is outside the 100-10000 Hz that ecgbench resamples from"
+
+
+def test_signal_of_garbage_of_the_right_size(ptb_copy: Path) -> None:
+    dat = ptb_copy / f"{MI}.dat"
+    dat.write_bytes(np.random.default_rng(2).bytes(dat.stat().st_size))
+    assert re.fullmatch(rf"{re.escape(str(dat))}: lead ii (starts at -?\d+, s0010_re.hea says -?\d+|does not match "
+                        r"its checksum in s0010_re.hea) \(damaged file or wrong format\)", load_error(ptb_copy))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,73 @@ def test_settings_change_with_records() -> None:
 
 
 def test_missing_folder_is_one_line_error(tmp_path: Path) -> None:
+    for call in (PtbXl.load, PtbXl.files):
+        with pytest.raises(PluginError) as err:
+            call(PtbXl(tmp_path / "nowhere"))
+        assert "\n" not in str(err.value) and str(err.value).startswith(f"--data-dir {tmp_path / 'nowhere'}: no such folder (")
+
+
+# -- bad data: each fault is one line naming the file and what is wrong ---------------------------
+PAIR = ("1", "8")  # one NORM and one MI ECG
+
+
+@pytest.fixture
+def ptbxl_copy(tmp_path: Path) -> Path:
+    """A PTB-XL folder with both tables and the files of ECGs 1 and 8 only, to damage."""
+    root = tmp_path / "data" / "ptbxl"
+    (root / "records500" / "00000").mkdir(parents=True)
+    for name in ("ptbxl_database.csv", "scp_statements.csv", *(f"records500/00000/0000{e}_hr.{s}" for e in PAIR
+                                                              for s in ("hea", "dat"))):
+        shutil.copy(ROOT / name, root / name)
+    return root
+
+
+def load_error(root: Path) -> str:
     with pytest.raises(PluginError) as err:
-        PtbXl(tmp_path / "nowhere").load()
-    assert "\n" not in str(err.value) and str(tmp_path / "nowhere") in str(err.value)
+        PtbXl(root.parent, records=PAIR).load()
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_the_undamaged_copy_loads(ptbxl_copy: Path) -> None:
+    assert PtbXl(ptbxl_copy.parent, records=PAIR).load().counts(2)[0] > 5
+
+
+def test_files_lists_the_tables_and_the_selected_records() -> None:
+    assert PtbXl(DATA, records=["8", "1", "17"]).files() == [  # 17 has no NORM or MI label: not read
+        ROOT / "ptbxl_database.csv", ROOT / "scp_statements.csv",
+        ROOT / "records500/00000/00001_hr.hea", ROOT / "records500/00000/00001_hr.dat",
+        ROOT / "records500/00000/00008_hr.hea", ROOT / "records500/00000/00008_hr.dat"]
+    assert len(PtbXl(DATA).files()) == 2 + 2 * 363  # the labelled ECGs of the 500
+
+
+@pytest.mark.parametrize("suffix", ["hea", "dat"])
+def test_ecg_listed_but_missing_a_file(ptbxl_copy: Path, suffix: str) -> None:
+    missing = ptbxl_copy / f"records500/00000/00008_hr.{suffix}"
+    missing.unlink()
+    expected = f"ECG 8 listed in {ptbxl_copy / 'ptbxl_database.csv'} but {missing} is missing"
+    assert load_error(ptbxl_copy) == expected
+    with pytest.raises(PluginError, match=re.escape(expected)):
+        PtbXl(ptbxl_copy.parent, records=PAIR).files()
+
+
+def test_truncated_signal(ptbxl_copy: Path) -> None:
+    dat = ptbxl_copy / "records500/00000/00001_hr.dat"
+    dat.write_bytes(dat.read_bytes()[:24_000])  # 12 leads of format 16: 24 bytes a sample
+    assert load_error(ptbxl_copy) == f"{dat}: truncated signal: header says 5000 samples of 12 channels, the file holds 1000"
+
+
+def test_header_with_a_wrong_sample_count(ptbxl_copy: Path) -> None:
+    hea = ptbxl_copy / "records500/00000/00001_hr.hea"
+    hea.write_text(hea.read_text().replace("00001_hr 12 500 5000", "00001_hr 12 500 4000", 1))
+    assert load_error(ptbxl_copy) == f"{hea}: header says 4000 samples of 12 channels but 00001_hr.dat holds 5000: wrong sample count or format"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no scp_codes"])
+def test_database_table_unreadable(ptbxl_copy: Path, damage: str) -> None:
+    csv = ptbxl_copy / "ptbxl_database.csv"
+    text = csv.read_text()
+    csv.write_bytes({"garbage": np.random.default_rng(0).bytes(3000), "truncated": text[:len(text) // 2].encode(),
+                     "no scp_codes": text.replace("scp_codes", "codes", 1).encode()}[damage])
+    assert load_error(ptbxl_copy) == (f"{csv}: table unreadable: expected PTB-XL's CSV with the columns ecg_id, scp_codes, "
+                                      "patient_id, strat_fold, filename_hr")

@@ -12,18 +12,26 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ecgbench.api import PluginError
 from ecgbench.data import cut_windows, minmax
+from ecgbench.plugins.datasets._records import read_channel, read_header
+
+if TYPE_CHECKING:
+    import wfdb
 
 __all__ = ["DETECTOR", "lead_index", "read_lead", "resample", "detect_r_peaks", "detect_and_cut"]
 
 DETECTOR = "xqrs+correct_peaks(50ms)@360Hz"  # goes into each dataset's settings, so a change re-cuts the cache
 SEARCH_S = 0.05  # R-peak search radius around a detection
 SMOOTH_S = 0.15  # baseline subtracted before that search
+# Rates a lead may have to be resampled from: below 100 Hz a QRS complex is a sample or two; above
+# 10 kHz no ECG is recorded, and the resampling filter (10 taps per output sample of the larger
+# rate) grows to millions of taps. A header outside the range is an error, not a minute of work.
+RATE_RANGE = (100.0, 10_000.0)
 
 
 def lead_index(sig_names: Sequence[str], lead: str) -> int | None:
@@ -32,24 +40,28 @@ def lead_index(sig_names: Sequence[str], lead: str) -> int | None:
     return names.index(lead.lower()) if lead.lower() in names else None
 
 
-def read_lead(path: Path, lead: str, dataset: str) -> tuple[np.ndarray, float] | None:
-    """One lead of a WFDB record in physical units, with its rate; None if the record lacks the lead."""
-    import wfdb
+def read_lead(path: Path, lead: str, header: wfdb.Record | None = None) -> tuple[np.ndarray, float] | None:
+    """One lead of a WFDB record in physical units, with its rate; None if the record lacks the lead.
 
-    try:
-        header = wfdb.rdheader(str(path))
-        channel = lead_index(header.sig_name, lead)
-        if channel is None:
-            return None
-        record = wfdb.rdrecord(str(path), channels=[channel])
-    except (OSError, ValueError) as exc:
-        raise PluginError(f"{dataset}: cannot read record {path}: {exc}") from exc
-    return record.p_signal[:, 0], float(record.fs)
+    Every fault in the record's files is a one-line `PluginError` naming the file (see `_records`).
+    """
+    header = header if header is not None else read_header(path)
+    channel = lead_index([n or "" for n in header.sig_name], lead)
+    if channel is None:
+        return None
+    if not RATE_RANGE[0] <= header.fs <= RATE_RANGE[1]:
+        raise PluginError(f"{path}.hea: sampling frequency {header.fs:g} Hz is outside the {RATE_RANGE[0]:g}-"
+                          f"{RATE_RANGE[1]:g} Hz that ecgbench resamples from")
+    return read_channel(path, header, channel), float(header.fs)
 
 
 def resample(signal: np.ndarray, fs: float, target_fs: int) -> np.ndarray:
-    """Polyphase resampling by the exact ratio (500 -> 360 Hz is 18/25, 1000 -> 360 Hz is 9/25)."""
-    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
+    """Polyphase resampling by the exact ratio (500 -> 360 Hz is 18/25, 1000 -> 360 Hz is 9/25).
+
+    A rate that is not a whole number is first rounded to the nearest fraction with a denominator of
+    at most 10 (499.999 Hz is read as 500 Hz, 2 ppm off), so the polyphase filter stays short.
+    """
+    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(10)
     if ratio == 1:
         return np.asarray(signal, dtype=np.float64)
     from scipy.signal import resample_poly

@@ -7,6 +7,11 @@ import numpy as np
 
 from ecgbench.api import Beats, Dataset, PluginError
 from ecgbench.data import cut_windows, minmax
+from ecgbench.plugins.datasets._records import (
+    check_rate, find_records, listed_records, read_annotations, read_channel, read_header, record_files,
+)
+
+__all__ = ["MitBih", "AAMI", "DS1", "DS2"]
 
 # AAMI EC57 beat classes (paper 3.1). Q (/, f, Q) and non-beat annotations are dropped.
 AAMI = {"N": "NLRej", "S": "AaJS", "V": "VE", "F": "F"}
@@ -17,28 +22,7 @@ DS1 = "101 106 108 109 112 114 115 116 118 119 122 124 201 203 205 207 208 209 2
 DS2 = "100 103 105 111 113 117 121 123 200 202 210 212 213 214 219 221 222 228 231 232 233 234".split()
 
 LEAD = "MLII"
-
-
-def find_records(data_dir: Path, folder: str, marker: str) -> Path:
-    """The dataset folder under `data_dir` (or `data_dir` itself); a one-line error says how to get it."""
-    for candidate in (data_dir / folder, data_dir):
-        if (candidate / marker).exists():
-            return candidate
-    raise PluginError(
-        f"no {folder} data in {data_dir} (looked for {data_dir / folder / marker}); "
-        f"set --data-dir or ECGBENCH_DATA, or fetch it with `ecgbench data download {folder} --to {data_dir}`"
-    )
-
-
-def listed_records(root: Path, wanted: list[str] | None, dataset: str) -> list[str]:
-    """The records named in `root/RECORDS`, narrowed to `wanted`; a name not listed is an error."""
-    names = (root / "RECORDS").read_text().split()
-    if wanted is None:
-        return names
-    missing = sorted(set(wanted) - set(names))
-    if missing:
-        raise PluginError(f"{dataset}: record(s) {', '.join(missing)} not in {root / 'RECORDS'}")
-    return [n for n in names if n in wanted]
+SUFFIXES = (".hea", ".dat", ".atr")  # header, signal, reference beat annotations
 
 
 class MitBih(Dataset):
@@ -60,33 +44,45 @@ class MitBih(Dataset):
     def settings(self) -> dict:
         return {**super().settings(), "lead": LEAD, "version": 1}
 
+    def root(self) -> Path:
+        return find_records(self.data_dir, "mitdb", "RECORDS")
+
     def record_names(self) -> list[str]:
-        return listed_records(find_records(self.data_dir, "mitdb", "RECORDS"), self.records, self.name)
+        return listed_records(self.root(), self.records, self.name)
+
+    def files(self) -> list[Path]:
+        """RECORDS and each selected record's header, signal and reference annotations; stats only, no reads."""
+        root = self.root()
+        listing = root / "RECORDS"
+        return [listing, *(p for name in self.record_names() for p in record_files(root, name, listing, SUFFIXES))]
 
     def load(self) -> Beats:
-        import wfdb
+        """Beats of every selected record with an MLII lead.
 
-        root = find_records(self.data_dir, "mitdb", "RECORDS")
+        A beat whose window holds a sample marked invalid in the signal file (NaN) is dropped with the
+        edge beats; no MIT-BIH record has one. Every fault in the files is a one-line `PluginError`.
+        """
+        root = self.root()
+        self.files()  # a missing file is named before anything is read
         xs, ys, groups = [], [], []
         for name in self.record_names():
-            path = str(root / name)
-            try:
-                header = wfdb.rdheader(path)
-                if LEAD not in header.sig_name:
-                    continue
-                signal = wfdb.rdrecord(path, channels=[header.sig_name.index(LEAD)]).p_signal[:, 0]
-                ann = wfdb.rdann(path, "atr")
-            except (OSError, ValueError) as exc:
-                raise PluginError(f"mitbih: cannot read record {path}: {exc}") from exc
-            labels = np.array([SYMBOL_TO_CLASS.get(s, -1) for s in ann.symbol])
+            path = root / name
+            header = read_header(path)
+            if LEAD not in header.sig_name:
+                continue
+            check_rate(header, path, self.sampling_rate)
+            signal = read_channel(path, header, header.sig_name.index(LEAD))
+            samples, symbols = read_annotations(path, "atr", len(signal))
+            labels = np.array([SYMBOL_TO_CLASS.get(s, -1) for s in symbols], dtype=np.int64)
             is_beat = labels >= 0
-            windows, kept = cut_windows(signal, np.asarray(ann.sample)[is_beat], self.window)
-            xs.append(windows)
-            ys.append(labels[is_beat][kept])
-            groups.append(np.full(kept.sum(), name))
-        if not xs:
-            raise PluginError(f"mitbih: no record with an {LEAD} lead in {root}")
-        return Beats(minmax(np.concatenate(xs)), np.concatenate(ys).astype(np.int64), np.concatenate(groups))
+            windows, kept = cut_windows(signal, samples[is_beat], self.window)
+            whole = np.isfinite(windows).all(axis=1)
+            xs.append(windows[whole])
+            ys.append(labels[is_beat][kept][whole])
+            groups.append(np.full(int(whole.sum()), name))
+        if not xs or not sum(map(len, xs)):
+            raise PluginError(f"mitbih: no beat in a record with an {LEAD} lead among the selected records of {root}")
+        return Beats(minmax(np.concatenate(xs)), np.concatenate(ys), np.concatenate(groups))
 
     def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if name == "inter-patient":

@@ -7,6 +7,7 @@ exactly as for PTB-XL (`_beats`), to match the MIT-BIH beats.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from ecgbench.api import Beats, Dataset, PluginError
 from ecgbench.data import cap_per_class
 from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
-from ecgbench.plugins.datasets.mitbih import find_records, listed_records
+from ecgbench.plugins.datasets._records import find_records, listed_records, read_header, record_files
 
 __all__ = ["Ptb", "diagnosis"]
 
@@ -57,21 +58,31 @@ class Ptb(Dataset):
         return {**super().settings(), "lead": LEAD, "detector": DETECTOR, "sampling_rate": self.sampling_rate,
                 "beats_per_class": self.beats_per_class, "seed": SEED, "version": 1}
 
+    def root(self) -> Path:
+        return find_records(self.data_dir, "ptbdb", "RECORDS")
+
     def record_names(self) -> list[str]:
-        return listed_records(find_records(self.data_dir, "ptbdb", "RECORDS"), self.records, self.name)
+        return listed_records(self.root(), self.records, self.name)
+
+    def files(self) -> list[Path]:
+        """RECORDS and each selected record's header and signal file; stats only, no reads.
+
+        Every selected record's signal file is listed, also of records whose diagnosis is later
+        dropped: which those are is only known by reading the headers.
+        """
+        root = self.root()
+        listing = root / "RECORDS"
+        return [listing, *(p for name in self.record_names() for p in record_files(root, name, listing))]
 
     def load(self) -> Beats:
-        import wfdb
-
-        root = find_records(self.data_dir, "ptbdb", "RECORDS")
+        root = self.root()
+        self.files()  # a missing file is named before anything is read
         xs, ys, groups = [], [], []
         for name in self.record_names():
             path = root / name
-            try:
-                label = diagnosis(wfdb.rdheader(str(path)).comments)
-            except (OSError, ValueError) as exc:
-                raise PluginError(f"ptb: cannot read record {path}: {exc}") from exc
-            lead = read_lead(path, LEAD, self.name) if label >= 0 else None
+            header = read_header(path)
+            label = diagnosis(header.comments or [])
+            lead = read_lead(path, LEAD, header) if label >= 0 else None
             if lead is None:
                 continue
             beats, _ = detect_and_cut(*lead, self.window, self.sampling_rate)

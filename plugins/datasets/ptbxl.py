@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ecgbench.api import Beats, Dataset, PluginError
 from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
-from ecgbench.plugins.datasets.mitbih import find_records
+from ecgbench.plugins.datasets._records import find_records, require_files
 
 __all__ = ["PtbXl", "ecg_table"]
 
 LEAD = "II"
 CLASSES = ("NORM", "MI")
+DATABASE = "ptbxl_database.csv"
 TRAIN_FOLDS = range(1, 9)  # PTB-XL's recommended split: folds 9 and 10 (the best-validated ECGs) for testing
 
 
@@ -29,11 +30,12 @@ def ecg_table(root: Path) -> Any:
     is mapped to its `diagnostic_class`, whatever its likelihood. An ECG is MI if MI is among its
     superclasses, NORM if NORM is its only superclass; all others (STTC, CD or HYP without MI, NORM
     with another class, no diagnostic code) are dropped. `patient` is patient_id as a string.
+    A table that cannot be read so is a one-line `PluginError` naming the file.
     """
     import pandas as pd
 
-    db = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
-    scp = pd.read_csv(root / "scp_statements.csv", index_col=0)
+    scp = read_table(root / "scp_statements.csv", lambda path: pd.read_csv(path, index_col=0),
+                     "diagnostic", "diagnostic_class")
     superclass = scp.loc[scp["diagnostic"] == 1, "diagnostic_class"].to_dict()
 
     def label(codes: str) -> int:
@@ -42,10 +44,25 @@ def ecg_table(root: Path) -> Any:
             return CLASSES.index("MI")
         return CLASSES.index("NORM") if classes == {"NORM"} else -1
 
-    db.index = db.index.astype(str)
-    db["label"] = db["scp_codes"].map(label)
-    db["patient"] = db["patient_id"].astype(int).astype(str)
-    return db
+    def read(path: Path) -> Any:
+        db = pd.read_csv(path, index_col="ecg_id")
+        db.index = db.index.astype(int).astype(str)
+        db["label"] = db["scp_codes"].map(label)
+        db["patient"] = db["patient_id"].astype(int).astype(str)
+        db["strat_fold"] = db["strat_fold"].astype(int)
+        if db.index.has_duplicates or not db["filename_hr"].map(lambda f: isinstance(f, str) and f != "").all():
+            raise ValueError("duplicate ecg_id or empty filename_hr")
+        return db
+
+    return read_table(root / DATABASE, read, "ecg_id", "scp_codes", "patient_id", "strat_fold", "filename_hr")
+
+
+def read_table(path: Path, read: Callable[[Path], Any], *columns: str) -> Any:
+    """`read(path)`, with any fault of the file (missing, not CSV, a column missing or malformed) as one line."""
+    try:
+        return read(path)
+    except Exception as exc:  # pandas, ast and int() each raise their own kinds on a damaged table
+        raise PluginError(f"{path}: table unreadable: expected PTB-XL's CSV with the columns {', '.join(columns)}") from exc
 
 
 class PtbXl(Dataset):
@@ -71,7 +88,7 @@ class PtbXl(Dataset):
                 "version": 1}
 
     def root(self) -> Path:
-        return find_records(self.data_dir, "ptbxl", "ptbxl_database.csv")
+        return find_records(self.data_dir, "ptbxl", DATABASE)
 
     def table(self) -> Any:
         """The ECG table of the selected records (all by default)."""
@@ -80,15 +97,24 @@ class PtbXl(Dataset):
         if self.records is not None:
             missing = sorted(set(self.records) - set(table.index), key=lambda r: (len(r), r))
             if missing:
-                raise PluginError(f"ptbxl: ecg_id(s) {', '.join(missing)} not in {root / 'ptbxl_database.csv'}")
+                raise PluginError(f"ptbxl: ecg_id(s) {', '.join(missing)} not in {root / DATABASE}")
             table = table[table.index.isin(self.records)]
         return table
 
+    def files(self) -> list[Path]:
+        """The two tables and the header and 500 Hz signal of each selected NORM or MI ECG; no signal is read."""
+        root = self.root()
+        listing = root / DATABASE
+        records = [require_files([root / f"{f}.hea", root / f"{f}.dat"], f"ECG {ecg_id}", listing)
+                   for ecg_id, f in self.table().query("label >= 0")["filename_hr"].items()]
+        return [listing, root / "scp_statements.csv", *(p for pair in records for p in pair)]
+
     def load(self) -> Beats:
         root = self.root()
+        self.files()  # a missing file is named before anything is read
         xs, ys, groups = [], [], []
         for _, ecg in self.table().query("label >= 0").iterrows():
-            lead = read_lead(root / ecg["filename_hr"], LEAD, self.name)
+            lead = read_lead(root / ecg["filename_hr"], LEAD)
             if lead is None:
                 continue
             beats, _ = detect_and_cut(*lead, self.window, self.sampling_rate)
@@ -106,7 +132,7 @@ class PtbXl(Dataset):
             fold = dict(zip(table["patient"], table["strat_fold"]))
             unknown = sorted(set(beats.groups) - set(fold))
             if unknown:
-                raise PluginError(f"ptbxl: patient(s) {', '.join(unknown[:5])} not in {self.root() / 'ptbxl_database.csv'}")
+                raise PluginError(f"ptbxl: patient(s) {', '.join(unknown[:5])} not in {self.root() / DATABASE}")
             train = np.isin([fold[g] for g in beats.groups], list(TRAIN_FOLDS))
             return np.flatnonzero(train), np.flatnonzero(~train)
         return super().split(beats, name, seed)
