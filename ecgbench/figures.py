@@ -141,6 +141,9 @@ def curves_figure(curve, dataset: str):
         for model, part in curve.groupby("model", sort=False):
             ax.plot(part["eps"], part[col] * 100, marker="o", ms=3, label=model)
         ax.set_xscale("log")
+        grid = sorted(curve["eps"].unique())
+        ax.set_xticks(grid, [f"{e:g}" for e in grid])
+        ax.minorticks_off()
         ax.set_xlabel("eps (L-inf, [0, 1] beat scale)")
         ax.set_title(col.replace("worst", "worst case"), fontsize=9)
         ax.set_ylim(0, 100)

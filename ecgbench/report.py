@@ -137,7 +137,6 @@ def _fmt(row: pd.Series, col: str, interval: bool = True) -> str:
 def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The compact table for one dataset: at most ten columns, strings as shown to a reader."""
     part = board[board["dataset"] == dataset]
-    has_detector = f"worst with detector {E}" in part and part[f"worst with detector {E}"].notna().any()
     rows, rank = [], 0
     for _, r in part.iterrows():
         rank += bool(r["converged"])
@@ -146,8 +145,8 @@ def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
                "params": f"{int(r['params']):,}" if not pd.isna(r.get("params")) else "—",
                "clean": _fmt(r, "clean")}
         for col, (_, _, label) in MEASURES.items():
-            if col == f"worst with detector {E}" and not has_detector:
-                continue
+            if col != RANK_BY and (col not in part or part[col].isna().all()):
+                continue  # e.g. no model with a detector, or a run without static cells
             row[label] = _fmt(r, col)
         row["beats"] = str(int(r["clean n"])) if not pd.isna(r.get("clean n")) else "—"
         rows.append(row)
@@ -163,8 +162,11 @@ def mode_table(board: pd.DataFrame, cells: list[dict], dataset: str, mode: str) 
         part = part[part[[c for c in part.columns if c.endswith(" adaptive-detect")]].notna().any(axis=1)]
     for a in _attacks(rs):
         if f"{a} {mode}" in part and part[f"{a} {mode}"].notna().any():
-            eps = next((p.eps for p in (_pick(rs, a, mode),) if p is not None), None)
+            picked = _pick(rs, a, mode)
+            eps = picked.eps if picked is not None else None
             label = a if eps is None or abs(eps - COMMON_EPS) < 1e-12 else f"{a} (eps {eps:g})"
+            if picked is not None and picked.index is not None:  # a costly attack run on a stratified subset
+                label += f" [{len(picked.index)} beats]"
             cols.append((f"{a} {mode}", label))
     if not cols:
         return pd.DataFrame()
