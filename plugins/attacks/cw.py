@@ -48,12 +48,15 @@ class CW(Attack):
 
     name = "cw"
     backends = ("torch", "art")
+    kind = "gradient"
+    costly = False  # per instance: True for cw@art (one beat at a time, ~2,600 queries a beat)
     defaults = {"eps": 0.1, "eps_step": 0.025, "max_iter": 10, "seed": 0}  # eps: paper 2.3
 
     def __init__(self, backend: str | None = None, variant: str | None = None, **params: Any) -> None:
         super().__init__(backend, variant, **params)
         # ART's C&W L-inf takes no budget: a minimisation attack, judged within eps by the harness.
         self.bounded = self.backend != "art"
+        self.costly = self.backend == "art"
 
     def run_torch(self, model, x, y, value_range):
         lo, hi = (float(v) for v in value_range)

@@ -26,9 +26,8 @@ is an error. Its pinned values win over run-profile overrides.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -36,6 +35,8 @@ import torch.nn as nn
 
 from ecgbench.adapters import art_classifier, foolbox_model, n_classes_of, to_numpy
 from ecgbench.api import Attack, PluginError
+
+from .seeding import seeded
 
 __all__ = ["Boundary", "HopSkipJump", "QueryCounter", "starting_points"]
 
@@ -74,19 +75,6 @@ class _Unit(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return self.model(self.lo + self.span * u)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """numpy's and torch's global generators seeded for the block and restored after it."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        np.random.set_state(state)
 
 
 @torch.no_grad()
@@ -138,6 +126,8 @@ class _Decision(Attack):
 
     backends = ("foolbox", "art")
     bounded = False
+    kind = "decision"
+    costly = True  # thousands of queries a beat: run on the stratified subset
 
     def __init__(self, backend: str | None = None, variant: str | None = None, **params: Any) -> None:
         if variant == "paper-reference" and backend is None:
@@ -154,7 +144,7 @@ class _Decision(Attack):
 
     def run_art(self, model, x, y, value_range):
         if self.variant == "paper-reference":
-            with _seeded(int(self.params["seed"]), x.device):
+            with seeded(int(self.params["seed"]), x.device):
                 adv = self._paper_reference(art_classifier(model, x, n_classes_of(model, x), value_range), x)
             return torch.as_tensor(adv, device=x.device, dtype=x.dtype)
         return self._run(model, x, y, value_range, self._art)
@@ -164,7 +154,7 @@ class _Decision(Attack):
         model.eval()
         lo, hi = (float(v) for v in value_range)
         out = x.clone()
-        with _seeded(int(self.params["seed"]), x.device):
+        with seeded(int(self.params["seed"]), x.device):
             correct = torch.nonzero(_labels(model, x) == y)[:, 0]
             gen = torch.Generator(device=x.device).manual_seed(int(self.params["seed"]))
             start, found = starting_points(model, x[correct], y[correct], (lo, hi), int(self.params["init_size"]), gen)

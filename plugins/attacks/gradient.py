@@ -31,6 +31,8 @@ class FGSM(Attack):
 
     name = "fgsm"
     backends = ("art", "foolbox")
+    kind = "gradient"
+    costly = False
     defaults = {"eps": 0.01}  # paper 2.3
 
     def run_art(self, model, x, y, value_range):
@@ -52,6 +54,8 @@ class BIM(Attack):
 
     name = "bim"
     backends = ("art", "foolbox")
+    kind = "gradient"
+    costly = False
     defaults = {"eps": 0.01, "eps_step": 0.0025, "max_iter": 10}
 
     def run_art(self, model, x, y, value_range):
@@ -76,6 +80,8 @@ class PGD(Attack):
 
     name = "pgd"
     backends = ("art", "foolbox")
+    kind = "gradient"
+    costly = False
     defaults = {"eps": 0.01, "eps_step": 0.0025, "max_iter": 20, "num_random_init": 1}
 
     def run_art(self, model, x, y, value_range):
