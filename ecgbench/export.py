@@ -18,8 +18,9 @@ from ecgbench.store import read_json, write_json
 
 __all__ = ["export_entries", "merge_runs", "settings", "MERGE_KEYS"]
 
-# run.json keys two runs must share to be merged; seeds, eps lists and the cells planned may differ.
-MERGE_KEYS = ("profile", "split", "source", "versions", "resolved")
+# run.json keys two runs must share to be merged; seeds, eps lists, executors, machines and the cells planned
+# may differ (a CPU run and a GPU run of one plan merge: torch's local build tag, `+cpu` / `+cu121`, is ignored).
+MERGE_KEYS = ("profile", "split", "source", "versions")
 IGNORED = {"seed", "seeds", "eps"}
 THREATS = {"white_box": f"worst white-box eps={COMMON_EPS:g}", "black_box": f"worst black-box eps={COMMON_EPS:g}",
            "static": f"worst static eps={COMMON_EPS:g}", "with_detector": f"worst with detector eps={COMMON_EPS:g}"}
@@ -76,7 +77,11 @@ def settings(run: dict) -> dict:
     def strip(v: Any) -> Any:
         return {k: strip(x) for k, x in v.items() if k not in IGNORED} if isinstance(v, dict) else v
 
-    return {k: strip(run[k]) for k in MERGE_KEYS if k in run}
+    out = {k: strip(run[k]) for k in MERGE_KEYS if k in run}
+    torch = run.get("machine", {}).get("torch")
+    if torch and "versions" not in run:
+        out["versions"] = {"torch": str(torch).partition("+")[0]}
+    return out
 
 
 def _difference(a: Any, b: Any, path: str = "") -> str | None:

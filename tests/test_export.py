@@ -86,6 +86,16 @@ def test_merge_refuses_runs_whose_settings_differ_naming_the_setting(tmp_path: P
     assert not (tmp_path / "m").exists()
 
 
+def test_merge_refuses_another_torch_version_but_not_another_build_of_it(tmp_path: Path):
+    a = write_cells(tmp_path / "a", model_cells("kachuee"))
+    gpu = write_cells(tmp_path / "gpu", model_cells("shaker"), {**RUN, "machine": {**RUN["machine"], "torch": "2.13.0+cu121", "gpu": "H100"}})
+    merge_runs([a, gpu], tmp_path / "m")
+    assert len(pd.read_csv(tmp_path / "m" / "leaderboard.csv")) == 2
+    old = write_cells(tmp_path / "old", model_cells("shaker"), {**RUN, "machine": {**RUN["machine"], "torch": "2.4.1"}})
+    with pytest.raises(ValueError, match=r"settings differ in versions.torch: \"2.13.0\" vs \"2.4.1\""):
+        merge_runs([a, old], tmp_path / "m2")
+
+
 def test_merge_refuses_the_same_cell_computed_differently(tmp_path: Path):
     a = write_cells(tmp_path / "a", model_cells("kachuee"))
     changed = model_cells("kachuee")
