@@ -181,12 +181,12 @@ def mode_table(board: pd.DataFrame, cells: list[dict], dataset: str, mode: str) 
 
 
 def _by_eps(rs: Sequence[Result], mode: str) -> list[Result]:
-    """Per attack and seed, the one cell a per-class table shows (see `_pick`)."""
+    """Per model, seed and attack, the one cell a per-class table shows (see `_pick`)."""
     out = []
-    for seed in dict.fromkeys(r.seed for r in rs):
-        mine = [r for r in rs if r.seed == seed]
-        out += [r for r in mine if r.mode == "clean"]
-        out += [p for a in _attacks(mine) if (p := _pick(mine, a, mode)) is not None]
+    for seeds in _groups(rs).values():
+        for mine in seeds.values():
+            out += [r for r in mine if r.mode == "clean"]
+            out += [p for a in _attacks(mine) if (p := _pick(mine, a, mode)) is not None]
     return out
 
 
