@@ -31,7 +31,7 @@ thead th{background:#f0f3f6}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 tr.not-converged td{color:#8c959f;font-style:italic}
-.note{color:#57606a;max-width:60rem}code{background:#f0f3f6;padding:0 .2rem}
+.note{color:#57606a;max-width:60rem}small.ci{color:#57606a}code{background:#f0f3f6;padding:0 .2rem}
 img{max-width:100%;height:auto;border:1px solid #eaeef2;margin:.5rem 0}
 .scroll{overflow-x:auto}dl.prov dt{font-weight:600;float:left;clear:left;width:7rem}dl.prov dd{margin-left:7.5rem}
 """
@@ -86,7 +86,9 @@ def _headline_html(board: pd.DataFrame, dataset: str) -> str:
         for c in shown.columns:
             raw = part.loc[i, numeric[c]] if c in numeric else (row[c] if c != "rank" or row[c] != "—" else "")
             sort = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else raw
-            tds.append(f'<td data-sort="{_e(sort)}">{_e(row[c])}</td>')
+            value, _, interval = str(row[c]).partition(" [")
+            shown_text = _e(value) + (f'<br><small class="ci">[{_e(interval)}</small>' if interval else "")
+            tds.append(f'<td data-sort="{_e(sort)}">{shown_text}</td>')
         cls = "" if part.loc[i, "converged"] else ' class="not-converged"'
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
     return (f'<div class="scroll"><table class="sortable" id="headline-{_e(_slug(dataset))}"><thead><tr>{head}</tr></thead>'
