@@ -61,7 +61,8 @@ def robust_bars(cells: list[dict], dataset: str):
             vals = [row.get(g, np.nan) * 100 if g in row and not np.isnan(row.get(g, np.nan)) else np.nan for g in groups]
             if np.isnan(vals).all():
                 continue  # e.g. a model without a detector in the detector panel
-            ax.bar(x + i * width, vals, width, label=row["model"], color=colors[i % len(colors)])
+            label = row["model"] if row["converged"] else f"{row['model']} (not converged)"
+            ax.bar(x + i * width, vals, width, label=label, color=colors[i % len(colors)])
             ax.hlines(row["clean"] * 100, x[0] - width / 2, x[-1] + 0.8, colors=colors[i % len(colors)], linestyles="dashed", lw=0.8)
         ax.set_xticks(x + 0.4 - width / 2, labels, fontsize=8)
         ax.set_ylim(0, 100)

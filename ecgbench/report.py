@@ -173,7 +173,7 @@ def mode_table(board: pd.DataFrame, cells: list[dict], dataset: str, mode: str) 
     worst = {"static": f"worst static {E}", "adaptive": f"worst white-box {E}", "adaptive-detect": f"worst with detector {E}"}[mode]
     rows = []
     for _, r in part.iterrows():
-        row = {"model": r["model"], "clean": _fmt(r, "clean", interval=False)}
+        row = {"model": r["model"] if r["converged"] else f"{r['model']} (not converged)", "clean": _fmt(r, "clean", interval=False)}
         row.update({label: "—" if pd.isna(r.get(col)) else f"{r[col] * 100:.1f}" for col, label in cols})
         row[f"worst ({E})"] = _fmt(r, worst, interval=False)
         rows.append(row)

@@ -80,6 +80,7 @@ def test_markdown_opens_with_the_headline_then_one_table_per_mode(board):
     first_table = next(i for i, l in enumerate(lines) if l.startswith("|"))
     assert lines[first_table].split("|")[1].strip() == "rank"
     assert md.index("### mitbih, static attacks") < md.index("### mitbih, adaptive attacks")
+    assert "| chance (not converged) |" in md[md.index("### mitbih, adaptive attacks"):].replace("  ", " ").replace("  ", " ")
     header = md[md.index("### mitbih, adaptive attacks"):].splitlines()[2]
     assert [c.strip() for c in header.strip("|").split("|")] == ["model", "clean", "fgsm", "pgd", "boundary", "square", "cw (eps 0.1)", "worst (eps=0.01)"]
 
