@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ecgbench.report import E, HEADLINE_NOTE, MEASURES, MODES, headline, mode_table
+from ecgbench.report import AUC_NOTE, HEADLINE_NOTE, MEASURES, MODES, _pct, auc_table, headline, mode_table
 from ecgbench.store import atomic_write
 
 __all__ = ["render", "write_html"]
@@ -163,6 +163,9 @@ def render(board: pd.DataFrame, cells: list[dict], run: dict, figures: Sequence[
             t = mode_table(board, cells, d, mode)
             if not t.empty:
                 parts += [f"<h3>{_e(d)}, {_e(mode)} attacks: accuracy (%) per attack</h3>", _table(t)]
+        auc = auc_table(cells, d)
+        if not auc.empty:
+            parts += [f"<h3>{_e(d)}: area under the robust accuracy vs eps curve (%)</h3>", _markdown(AUC_NOTE), _table(_pct(auc))]
     if figures:
         parts.append("<h2>Figures</h2>")
         for f in figures:

@@ -324,6 +324,17 @@ HEADLINE_NOTE = (
 )
 
 
+AUC_NOTE = ("Trapezoid rule on log10(eps) over the run's budgets, divided by the log-eps range: 100 = robust at every "
+            "budget. See `curves-<dataset>.md` and `robust-curves-<dataset>.png`.")
+
+
+def auc_table(cells: list[dict], dataset: str) -> pd.DataFrame:
+    """The area-under-curve table of one dataset (empty without several budgets)."""
+    from ecgbench.curves import curve_tables
+
+    return curve_tables(cells).get(dataset, (pd.DataFrame(), pd.DataFrame()))[1]
+
+
 def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sections: Sequence[tuple[str, str]] = ()) -> str:
     """leaderboard.md: per dataset the headline table, then one table per mode; then plugin sections."""
     lines = ["# Leaderboard", "", provenance(run), HEADLINE_NOTE, ""]
@@ -335,6 +346,9 @@ def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sect
             t = mode_table(board, cells, d, mode)
             if not t.empty:
                 lines += ["", f"### {d}, {mode} attacks: accuracy (%) per attack", "", _md(t, pct=False)]
+        auc = auc_table(cells, d)
+        if not auc.empty:
+            lines += ["", f"### {d}: area under the robust accuracy vs eps curve (%)", "", AUC_NOTE, "", _md(auc)]
         lines += [""]
     for title, body in sections:
         lines += [f"## {title}", "", body.strip(), ""]
@@ -371,7 +385,7 @@ def write_report(out: Path, paper: dict | None = None) -> list[Path]:
 
     for d, (curve, auc) in curve_tables(cells).items():
         _save_table(out, f"curves-{d}", curve, f"Robust accuracy (%) vs eps ({d}), adaptive mode", run, written)
-        _save_table(out, f"auc-{d}", auc, f"Area under the robust accuracy vs log10(eps) curve ({d}, %): trapezoid rule on log10(eps), divided by the log-eps range (100 = robust at every budget)", run, written)
+        _save_table(out, f"auc-{d}", auc, f"Area under the robust accuracy vs log10(eps) curve ({d}, %). {AUC_NOTE}", run, written)
     t3 = table3(cells)
     if not t3.empty:
         _save_table(out, "table3", t3, "Table 3 layout: generator output vs clean beat (MSE, SSIM, cross-correlation, NRMSE)", run, written)

@@ -157,6 +157,9 @@ def test_curves_and_area_under_them_on_a_log_eps_grid():
     assert auc.loc[0, "auc white-box"] == pytest.approx(0.5)  # trapezoids (1+.5)/2 and (.5+0)/2 over 2 decades
     assert metrics.auc_log_eps([0.001, 0.1], [0.4, 0.4]) == pytest.approx(0.4)
     assert curve_tables(strong()) == {}  # one budget per attack: no curve
+    md = report.leaderboard_markdown(report.leaderboard(cs), cs, {})
+    row = md[md.index("area under the robust accuracy vs eps curve"):].splitlines()[-1]
+    assert [c.strip() for c in row.strip("|").split("|")] == ["m", "50", "93.8", "0.001", "0.1"]  # black-box: (1+1)/2 + (1+.75)/2 over 2
 
 
 def test_per_class_worst_case_is_exact_when_cells_store_labels():
