@@ -27,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ecgbench.accel import GraphedStep, accelerate, enabled, sync
 from ecgbench.api import Beats, PluginError
-from ecgbench.data import smote
 
 __all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy",
            "measure_step", "FitResult"]
@@ -103,6 +102,8 @@ class FitResult:
 
 def _training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_target: int, seed: int) -> Beats:
     """Real beats, balanced by the model's own `augment` or by SMOTE, plus attacked copies (paper 3.1)."""
+    from ecgbench.data import smote  # here, so that this module imports with torch and numpy alone (the GPU probe)
+
     if hasattr(model, "augment"):
         train = model.augment(train, seed)
     elif getattr(model, "oversample", "smote") == "smote":
@@ -234,13 +235,14 @@ def _epoch(step: Callable[..., Any], optimizers: list[torch.optim.Optimizer], x:
 
 def measure_step(model_cls: type, n_classes: int, window: int, batch_size: int, device: torch.device | str,
                  steps: int, *, warmup: int = 3, accelerated: bool = True, cuda_graphs: bool = False,
-                 autocast: torch.dtype | None = None, seed: int = 0) -> float:
+                 autocast: torch.dtype | None = None, host_sync: bool = False, seed: int = 0) -> float:
     """Seconds per training step of `model_cls` after `warmup` steps, as `fit` runs it, on random beats.
 
     For the dry-run calibration and the benchmarks: the model's own optimisers and step on batches
     of `batch_size` beats in [0, 1] (half of them flagged attacked for models that train on attacked
     beats), the device synchronised before and after the timed steps. `autocast` (e.g. torch.bfloat16)
     runs the step under torch.autocast, for information only: the harness trains in float32.
+    `host_sync` reads each loss with `float()`, as the harness did before issue 10 (the baseline).
     """
     device = torch.device(device)
     model = build(model_cls, n_classes, window, seed).to(device)
@@ -253,12 +255,13 @@ def measure_step(model_cls: type, n_classes: int, window: int, batch_size: int, 
     y = (torch.arange(n) % n_classes).to(device)
     flag = (torch.arange(n) % 2 if getattr(model, "wants_attacked", False) else torch.zeros(n, dtype=torch.long)).to(device)
     optimizers, step = training_hooks(model)
-    if autocast is not None:
+    if autocast is not None or host_sync:
         plain_step = step
 
         def step(*args: Any) -> Any:
-            with torch.autocast(device.type, dtype=autocast):
-                return plain_step(*args)
+            with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                loss = plain_step(*args)
+            return float(loss) if host_sync else loss
 
     batches = torch.randperm(n, generator=gen).to(device).split(batch_size)
     graphed = GraphedStep(step, model, optimizers, x, y, flag, batch_size, warmup) if cuda_graphs else None

@@ -1,0 +1,44 @@
+"""`benchmarks/gpu_probe.py` parses its options and runs its step section on the CPU in seconds (the GPU run is the lead's)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("gpu_probe", PROBE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parses_and_rejects_unknown_sections(probe) -> None:
+    args = probe.parse_args(["--device", "cpu", "--quick", "--sections", "steps,attacks", "--budget-s", "30"])
+    assert args.sections == ["env", "steps", "attacks"] and args.budget_s == 30 and args.batch == 16
+    with pytest.raises(SystemExit) as exc:
+        probe.parse_args(["--sections", "steps,warp"])
+    assert exc.value.code == 2
+
+
+def test_step_section_on_the_cpu_writes_its_table(probe, tmp_path: Path) -> None:
+    rc = probe.main(["--device", "cpu", "--quick", "--sections", "steps", "--models", "acharya", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "gpu-probe.json").read_text())["rows"]
+    steps = {r["what"]: r for r in rows if r["section"] == "steps"}
+    assert set(steps) == {"acharya today", "acharya fast", "acharya fast+bf16"}  # graph and cudnn rows are CUDA-only
+    assert all(isinstance(r["value"], float) and r["value"] > 0 and r["unit"] == "ms/step" for r in steps.values())
+    assert "| steps | acharya fast |" in (tmp_path / "gpu-probe.md").read_text()
+
+
+def test_a_failing_section_costs_only_its_rows(probe, tmp_path: Path) -> None:
+    rc = probe.main(["--device", "cpu", "--quick", "--sections", "steps", "--models", "no-such-model", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "gpu-probe.json").read_text())["rows"]
+    assert any(r["section"] == "steps" and r["what"] == "section failed" and "no-such-model" in r["note"] for r in rows)
+    assert any(r["section"] == "env" for r in rows)
