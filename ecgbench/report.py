@@ -197,15 +197,16 @@ def table1(cells: list[dict], dataset: str, mode: str = "static") -> pd.DataFram
     rows = []
     for r in rs:
         m = r.record["metrics"]
-        row = {"attack": r.attack or "No Attack", "model": r.model, "accuracy": m["accuracy"]}
+        row = {"attack": r.attack or "No Attack", "model": r.model, "beats": len(r.correct), "accuracy": m["accuracy"]}
         row.update({k: v for k, v in m.items() if k.startswith(("sensitivity_", "specificity_"))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     classes = classes_of(cells, dataset)
-    df = df[["attack", "model", "accuracy"] + [f"{m}_{c}" for c in classes for m in ("sensitivity", "specificity")]]
+    df = df[["attack", "model", "beats", "accuracy"] + [f"{m}_{c}" for c in classes for m in ("sensitivity", "specificity")]]
     df = df.groupby(["attack", "model"], sort=False, as_index=False).mean()
+    df["beats"] = df["beats"].round().astype(int)  # test beats each number is over (a subset for costly attacks)
     attack_order = ["No Attack"] + _attacks(results(cells))
     df["_a"] = df["attack"].map(attack_order.index)
     return df.sort_values(["_a", "accuracy"], ascending=[True, False]).drop(columns="_a").reset_index(drop=True)
