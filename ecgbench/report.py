@@ -224,11 +224,22 @@ def table2(cells: list[dict], dataset: str, positive: str, mode: str = "static")
     return wide[cols].reset_index()
 
 
+def _labels(rs: Sequence[Result]) -> dict[int, int]:
+    """Test-beat index -> class, from cells that store the labels of the beats they scored (`record["y"]`:
+    a string of class digits or a list, aligned with `correct`)."""
+    out: dict[int, int] = {}
+    for r in rs:
+        y = r.record.get("y")
+        if y is not None and len(y) == len(r.correct):
+            out.update(zip(r.beats.tolist(), [int(c) for c in y]))
+    return out
+
+
 def per_class_worst(cells: list[dict], dataset: str) -> tuple[pd.DataFrame, str]:
     """Per model and class, robust accuracy under the adaptive (white-box) worst case at eps 0.01.
 
-    Exact where cells store the test labels (`record["y"]`): the worst case's robust beats of each
-    class. Older cells store only per-class sensitivities, so there it is each class's sensitivity
+    Exact where cells store the labels of the beats they scored (`record["y"]`): the worst case's robust
+    beats of each class. Older cells store only per-class sensitivities, so there it is each class's sensitivity
     under the strongest single attack: an upper bound on the per-class worst case. Returns the table
     (fractions) and a sentence saying which.
     """
@@ -239,12 +250,12 @@ def per_class_worst(cells: list[dict], dataset: str) -> tuple[pd.DataFrame, str]
         per_seed = []
         for part in seeds.values():
             adaptive = [r for r in part if r.mode == "adaptive"]
-            labels = next((r.record["y"] for r in part if "y" in r.record), None)
             w = worst_case(adaptive, COMMON_EPS)
             if w is None:
                 continue
-            if labels is not None:
-                y = np.array([int(c) for c in labels] if isinstance(labels, str) else labels)[w.beats]
+            labels = _labels(part)
+            if all(int(b) in labels for b in w.beats):
+                y = np.array([labels[int(b)] for b in w.beats])
                 per_seed.append([float(w.correct[y == i].mean()) if (y == i).any() else np.nan for i in range(len(classes))])
             else:
                 exact = False

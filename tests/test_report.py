@@ -170,6 +170,12 @@ def test_per_class_worst_case_is_exact_when_cells_store_labels():
         c["y"] = "".join(map(str, y))
     df, note = report.per_class_worst(cs, "mitbih")
     assert note.startswith("Exact") and list(df.loc[0, ["N", "S", "V", "F"]]) == pytest.approx([0.2, 0.2, 0.3, 0.3])  # beats 10..19 only
+    sub = list(range(0, N, 2))  # a costly attack on a subset stores the labels of the beats it scored
+    square = cell("m", "square", "adaptive", np.ones(len(sub), bool), eval_index=sub)
+    square["y"] = "".join(str(y[i]) for i in sub)
+    df, note = report.per_class_worst(cs + [square], "mitbih")
+    assert note.startswith("Exact") and list(df.loc[0, ["N", "V"]]) == pytest.approx([0.2, 0.3])  # robust: even beats 10..18 of 10 N and 10 V
+    assert df.loc[0, ["S", "F"]].isna().all()  # no odd beat in the intersection
     for c in cs:
         del c["y"]
     df, note = report.per_class_worst(cs, "mitbih")
