@@ -192,11 +192,13 @@ def test_batchnorm1d_twin_shares_buffers_and_statistics(shape: tuple[int, ...], 
         twin(torch.randn(2, 5, 1, 1, 3))
 
 
-def test_accelerate_is_a_no_op_off_cuda_and_switchable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_accelerate_is_off_on_the_cpu_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     model = build(registry.get("models", "kachuee"), 4, 280, seed=0)
     assert accelerate(model, torch.device("cpu")) is model and _swapped(model) == 0
     monkeypatch.setenv("ECGBENCH_ACCEL", "0")
     assert not enabled("ECGBENCH_ACCEL", True)
+    monkeypatch.setenv("ECGBENCH_ACCEL", "all")
+    assert accelerate(model, torch.device("cpu")) is model and _swapped(model) > 0
     monkeypatch.setenv("ECGBENCH_ACCEL", "maybe")
     with pytest.raises(ValueError, match="ECGBENCH_ACCEL='maybe'"):
         enabled("ECGBENCH_ACCEL", True)
