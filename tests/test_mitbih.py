@@ -242,3 +242,14 @@ def test_files_lists_what_load_reads_without_reading_signals(data_dir, mitdb_cop
     assert len(MitBih(data_dir).files()) == 1 + 3 * 48
     (mitdb_copy / "100.dat").write_bytes(b"garbage")  # files() stats, it does not read: no error here
     assert MitBih(mitdb_copy.parent).files()[2] == mitdb_copy / "100.dat"
+
+
+def test_only_records_without_mlii(data_dir):
+    with pytest.raises(PluginError) as err:
+        MitBih(data_dir, records=["104", "102"]).load()
+    assert str(err.value) == f"mitbih: no MLII lead in the selected records of {data_dir / 'mitdb'} (102, 104)"
+
+
+def test_annotations_without_a_beat_of_the_four_classes(mitdb_copy):
+    wfdb.wrann("100", "atr", np.array([18, 5000]), ["+", "Q"], aux_note=["(N", ""], write_dir=str(mitdb_copy))
+    assert load_error(mitdb_copy) == f"mitbih: no N, S, V or F beat in the selected records of {mitdb_copy}"

@@ -31,6 +31,9 @@ __all__ = [
 BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3,
                     "311": 4 / 3}
 PADDED = {"310", "311"}  # may end in a partly filled 4-byte group: up to 2 samples more than announced
+# Largest physical value accepted: far beyond any ECG in any unit, small enough that the squares the
+# detectors and the scaling compute stay finite.
+MAX_ABS = 1e100
 EOF_MARKER = b"\x00\x00"  # the last two bytes of every WFDB annotation file
 
 
@@ -140,10 +143,10 @@ def read_channel(path: Path, header: wfdb.Record, channel: int) -> np.ndarray:
         raise PluginError(f"{dat}: lead {lead} starts at {digital[0]}, {hea.name} says {first} (damaged file or wrong format)")
     if checksum is not None and (int(digital.sum()) - checksum) % 65536:
         raise PluginError(f"{dat}: lead {lead} does not match its checksum in {hea.name} (damaged file or wrong format)")
-    physical = np.asarray(record.dac(), dtype=np.float64)[:, 0]
-    valid = physical[~np.isnan(physical)]
-    if len(valid) and not np.isfinite(np.ptp(valid)):
-        raise PluginError(f"{hea}: gain {gain} of lead {lead} gives values too large to compute with")
+    with np.errstate(over="ignore", invalid="ignore"):  # an absurd gain is said in one line, not as warnings
+        physical = np.asarray(record.dac(), dtype=np.float64)[:, 0]
+        if np.nanmax(np.abs(physical), initial=0.0) > MAX_ABS:
+            raise PluginError(f"{hea}: gain {gain} of lead {lead} gives values too large to compute with")
     return physical
 
 
@@ -194,8 +197,12 @@ def _check_size(header: wfdb.Record, channel: int, hea: Path, dat: Path) -> None
     offsets = {header.byte_offset[c] or 0 for c in in_file}
     if len(offsets) != 1:
         raise PluginError(f"{hea}: the signals stored in {dat.name} give different byte offsets")
+    try:
+        size = dat.stat().st_size
+    except OSError as exc:
+        raise PluginError(f"{dat}: missing (its header {hea.name} names it)") from exc
     frame = sum(BYTES_PER_SAMPLE[header.fmt[c]] for c in in_file)
-    held = math.floor(max(dat.stat().st_size - offsets.pop(), 0) / frame + 1e-9)
+    held = math.floor(max(size - offsets.pop(), 0) / frame + 1e-9)
     expected = header.sig_len
     if expected is None:  # the header may leave the count out; then the file says it
         header.sig_len = held

@@ -65,7 +65,8 @@ class MitBih(Dataset):
         root = self.root()
         self.files()  # a missing file is named before anything is read
         xs, ys, groups = [], [], []
-        for name in self.record_names():
+        names = self.record_names()
+        for name in names:
             path = root / name
             header = read_header(path)
             if LEAD not in header.sig_name:
@@ -80,8 +81,11 @@ class MitBih(Dataset):
             xs.append(windows[whole])
             ys.append(labels[is_beat][kept][whole])
             groups.append(np.full(int(whole.sum()), name))
-        if not xs or not sum(map(len, xs)):
-            raise PluginError(f"mitbih: no beat in a record with an {LEAD} lead among the selected records of {root}")
+        if not xs:
+            raise PluginError(f"mitbih: no {LEAD} lead in the selected records of {root} ({', '.join(names[:5])}"
+                              f"{', ...' if len(names) > 5 else ''})")
+        if not sum(map(len, xs)):
+            raise PluginError(f"mitbih: no N, S, V or F beat in the selected records of {root}")
         return Beats(minmax(np.concatenate(xs)), np.concatenate(ys), np.concatenate(groups))
 
     def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
