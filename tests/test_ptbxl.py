@@ -180,3 +180,11 @@ def test_database_table_unreadable(ptbxl_copy: Path, damage: str) -> None:
                      "no scp_codes": text.replace("scp_codes", "codes", 1).encode()}[damage])
     assert load_error(ptbxl_copy) == (f"{csv}: table unreadable: expected PTB-XL's CSV with the columns ecg_id, scp_codes, "
                                       "patient_id, strat_fold, filename_hr")
+
+
+@pytest.mark.parametrize("damage", ["empty", "no diagnostic_class"])
+def test_statements_table_unreadable(ptbxl_copy: Path, damage: str) -> None:
+    csv = ptbxl_copy / "scp_statements.csv"
+    csv.write_text("" if damage == "empty" else csv.read_text().replace("diagnostic_class", "class", 1))
+    assert load_error(ptbxl_copy) == (f"{csv}: table unreadable: expected PTB-XL's CSV with the columns diagnostic, "
+                                      "diagnostic_class")

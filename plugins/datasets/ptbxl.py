@@ -34,9 +34,11 @@ def ecg_table(root: Path) -> Any:
     """
     import pandas as pd
 
-    scp = read_table(root / "scp_statements.csv", lambda path: pd.read_csv(path, index_col=0),
-                     "diagnostic", "diagnostic_class")
-    superclass = scp.loc[scp["diagnostic"] == 1, "diagnostic_class"].to_dict()
+    def superclasses(path: Path) -> dict[str, str]:
+        scp = pd.read_csv(path, index_col=0)
+        return scp.loc[scp["diagnostic"] == 1, "diagnostic_class"].to_dict()
+
+    superclass = read_table(root / "scp_statements.csv", superclasses, "diagnostic", "diagnostic_class")
 
     def label(codes: str) -> int:
         classes = {superclass[code] for code in ast.literal_eval(codes) if code in superclass}
