@@ -53,6 +53,7 @@ def export_entries(run_dir: Path) -> list[dict]:
         for r in mine:
             if r.attack:
                 a = attacks.setdefault((r.attack, r.eps), {"attack": r.attack, "kind": r.kind, "eps": r.eps, "modes": [],
+                                                          "judged_at_every_eps": r.linf_found is not None,
                                                           "params": {k: v for k, v in r.record.get("attack", {}).items() if k != "name"}})
                 if r.mode not in a["modes"]:
                     a["modes"].append(r.mode)
@@ -63,7 +64,7 @@ def export_entries(run_dir: Path) -> list[dict]:
             "clean_accuracy": _acc(row, "clean"),
             "robust_accuracy": {k: _acc(row, col) for k, col in THREATS.items()},
             "robust_accuracy_rules": {k: MEASURES[col][2] for k, col in THREATS.items()},
-            "attacks": list(attacks.values()),
+            "attacks": [attacks[k] for k in sorted(attacks, key=lambda k: (k[0], k[1] or 0.0))],
             "data": {"dataset": row["dataset"], "classes": classes_of(cells, row["dataset"]), "test_beats": int(row.get("clean n") or 0)},
             "split": run.get("split"), "profile": run.get("profile"), "seeds": [int(s) for s in str(row["seeds"]).split(",") if s],
             "versions": run.get("versions") or {k: machine.get(k) for k in ("python", "torch")},
