@@ -106,8 +106,17 @@ def register_commands(subparsers: argparse._SubParsersAction, pm: pluggy.PluginM
     try:
         pm = pm or manager()
     except Exception as exc:  # noqa: BLE001 - reported when the user asks for plugins' commands
-        err = str(exc)
         p = subparsers.add_parser("plugin-error", help="a hook plugin failed to load: run this for the message")
-        p.set_defaults(func=lambda args: (_ for _ in ()).throw(PluginError(err)))
+        p.set_defaults(func=_Failed(str(exc)))
         return
     pm.hook.register_commands(subparsers=subparsers)
+
+
+class _Failed:
+    """The command `plugin-error`: raises the load error of a hook plugin, printed by the CLI in one line."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        raise PluginError(self.message)

@@ -371,7 +371,7 @@ def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sect
     return "\n".join(lines)
 
 
-def write_report(out: Path, paper: dict | None = None) -> list[Path]:
+def write_report(out: Path) -> list[Path]:
     """Write every table (md, csv, json), figure and the HTML page into the run folder; returns the files written."""
     from ecgbench import hooks
 
@@ -432,5 +432,3 @@ def provenance(run: dict) -> str:
             f"Wall time: {wall / 60:.1f} min over {len(inv)} invocation(s); profile `{run.get('profile', {}).get('name')}`, "
             f"split `{run.get('split')}`, seeds {', '.join(str(s) for s in seeds)}, static attacks made against `{run.get('source')}`\n")
 
-
-_provenance = provenance  # older name, kept for callers outside this module

@@ -169,3 +169,23 @@ def test_example_metric_and_section_appear_in_the_report(tmp_path, monkeypatch):
     assert attacks.loc["kachuee", "balanced_accuracy"] == pytest.approx(expected)
     assert "## Balanced accuracy (ecgbench-example)" in (out / "leaderboard.md").read_text()
     assert list(pd.read_csv(out / "leaderboard.csv")["min balanced accuracy adaptive"]) == pytest.approx([0.45, 0.25])
+
+
+# -- broken hook plugins --------------------------------------------------------------------------
+@hooks.hookimpl(specname="ecgbench_cell_metrics")
+def _takes_an_argument_no_spec_has(record, beats):  # registered only by the test below
+    return {}
+
+
+def test_an_invalid_hook_plugin_is_one_error_naming_it_and_the_cli_still_starts(monkeypatch, capsys):
+    from ecgbench import registry
+
+    bad = registry.Entry("hooks", "bad-hooks", "test_hooks", "ecgbench-broken", "0.0.1")
+    monkeypatch.setattr(registry, "hook_entries", lambda: [bad])
+    with pytest.raises(PluginError, match=r"hook plugin 'bad-hooks' from ecgbench-broken 0.0.1 \(test_hooks\) is invalid"):
+        hooks.manager()
+    assert cli.main(["list"]) == 0  # the CLI starts; the error waits for `plugin-error`
+    capsys.readouterr()
+    assert cli.main(["plugin-error"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'bad-hooks' from ecgbench-broken" in err
