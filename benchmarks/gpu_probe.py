@@ -9,8 +9,9 @@ only its rows, each stopped early when the budget runs out:
 - `env`: torch, CUDA, cuDNN, TF32 flags, and which optional packages import.
 - `steps` (torch + numpy only): per model, ms per training step at batch 128 (`train.measure_step`):
   `today` (Conv1d, eager, `float(loss)` every step: the harness before issue 10), `fast` (Conv1d run as
-  channels-last Conv2d, no host sync), `fast+benchmark` (plus cudnn.benchmark), `fast+graph` (the whole
-  step replayed as a CUDA graph), `fast+bf16` (autocast, for information only: the harness is float32).
+  channels-last Conv2d, no host sync), `fast+benchmark` (plus cudnn.benchmark), `fast+bf16` (autocast, for
+  information only: the harness is float32), and `fast+graph` (the whole step replayed as a CUDA graph,
+  measured in a child process so that a step that cannot be captured cannot upset the probe's CUDA context).
 - `concurrency` (torch + numpy only): K = 1, 2, 4, 8 trainings side by side, aggregate steps/s, as
   K processes (each its own CUDA context, graph path) and as K CUDA graphs on K streams in one process.
 - `attacks` (needs adversarial-robustness-toolbox and foolbox, i.e. scipy, scikit-learn, eagerpy):
@@ -163,39 +164,74 @@ STEP_PATHS: dict[str, dict[str, Any]] = {
     "today": dict(accelerated=False, host_sync=True),
     "fast": dict(accelerated=True),
     "fast+benchmark": dict(accelerated=True, benchmark=True),
-    "fast+graph": dict(accelerated=True, cuda_graphs=True),
     "fast+bf16": dict(accelerated=True, autocast="bfloat16"),
 }
 
 
-def section_steps(t: Table, args: argparse.Namespace, budget: Budget) -> None:
+def _step_time(value: str, device: str, batch: int, steps: int, warmup: int, kw: dict[str, Any]) -> float:
+    """Seconds per step of the model at `value` ('module:attr') on one path of STEP_PATHS (or cuda_graphs=True)."""
     import torch
 
     from ecgbench.train import measure_step
 
+    kw = dict(kw)
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = kw.pop("benchmark", False)
+    if "autocast" in kw:
+        kw["autocast"] = getattr(torch, kw["autocast"])
+    try:
+        return measure_step(load(value), 4, 280, batch, device, steps, warmup=warmup, **kw)
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _graph_steps_worker(models: list[tuple[str, str]], device: str, batch: int, steps: int, warmup: int, out: Any) -> None:
+    """The fast+graph rows, in a child process: a capture that fails (a step that syncs with the host) cannot
+    leave the probe's own CUDA context in a bad state. Models with their own training step go last."""
+    import_ecgbench()
+    for name, value in models:
+        try:
+            out.put((name, _step_time(value, device, batch, steps, warmup, {"accelerated": True, "cuda_graphs": True}), None))
+        except Exception as exc:  # noqa: BLE001 - reported as the model's row
+            out.put((name, None, _error(exc)))
+    out.put(None)
+
+
+def section_steps(t: Table, args: argparse.Namespace, budget: Budget) -> None:
     models = entry_points("models")
     _known("--models", args.models, models)
-    for name in args.models or models:
-        for path, kw in STEP_PATHS.items():
+    names = args.models or list(models)
+    for path, kw in STEP_PATHS.items():
+        if path == "fast+benchmark" and args.device != "cuda":
+            continue
+        for name in names:
             if budget.left() < 5:
                 t.add("steps", f"{name} {path}", None, note="skipped: budget spent")
                 continue
-            if path in ("fast+graph", "fast+benchmark") and args.device != "cuda":
-                continue
-            kw = dict(kw)
-            bench = kw.pop("benchmark", False)
-            if "autocast" in kw:
-                kw["autocast"] = getattr(torch, kw["autocast"])
-            saved = torch.backends.cudnn.benchmark
             try:
-                torch.backends.cudnn.benchmark = bench
-                steps = args.steps * (4 if kw.get("cuda_graphs") else 1)
-                s = measure_step(load(models[name]), 4, 280, args.batch, args.device, steps, warmup=args.warmup, **kw)
-                t.add("steps", f"{name} {path}", s * 1e3, "ms/step", f"batch {args.batch}, {steps} steps")
+                s = _step_time(models[name], args.device, args.batch, args.steps, args.warmup, kw)
+                t.add("steps", f"{name} {path}", s * 1e3, "ms/step", f"batch {args.batch}, {args.steps} steps")
             except Exception as exc:  # noqa: BLE001 - a path that fails is a row saying why
                 t.add("steps", f"{name} {path}", None, note=_error(exc))
-            finally:
-                torch.backends.cudnn.benchmark = saved
+    if args.device != "cuda" or budget.left() < 20:
+        return
+    order = sorted(names, key=lambda n: hasattr(load(models[n]), "training_step"))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_graph_steps_worker, args=([(n, models[n]) for n in order], args.device, args.batch,
+                                                          4 * args.steps, args.warmup, out))
+    proc.start()
+    try:
+        while (item := out.get(timeout=max(budget.left(), 10))) is not None:
+            name, s, err = item
+            t.add("steps", f"{name} fast+graph", None if s is None else s * 1e3, "ms/step" if s else "",
+                  err or f"batch {args.batch}, {4 * args.steps} steps, child process")
+    except Exception as exc:  # noqa: BLE001 - a child that dies or overruns is one row
+        t.add("steps", "fast+graph", None, note=f"child process: {_error(exc)}")
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
 
 
 def _training_worker(value: str, device: str, batch: int, graphs: bool, seconds: float, barrier: Any, out: Any) -> None:

@@ -42,3 +42,15 @@ def test_a_failing_section_costs_only_its_rows(probe, tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "gpu-probe.json").read_text())["rows"]
     assert any(r["section"] == "steps" and r["what"] == "section failed" and "no-such-model" in r["note"] for r in rows)
     assert any(r["section"] == "env" for r in rows)
+
+
+def test_graph_rows_worker_reports_each_model(probe) -> None:
+    """The child that times the CUDA-graph rows sends one result per model and a final None; on the CPU each
+    result is the clear refusal GraphedStep gives for CPU tensors."""
+    import queue
+
+    out: queue.Queue = queue.Queue()
+    probe._graph_steps_worker([("acharya", probe.entry_points("models")["acharya"])], "cpu", 8, 1, 1, out)
+    name, seconds, error = out.get_nowait()
+    assert name == "acharya" and seconds is None and "CUDA device" in error
+    assert out.get_nowait() is None
