@@ -26,7 +26,7 @@ EPS_TOL = 1e-9
 KIND_BY_NAME = {"boundary": "decision", "hsj": "decision", "square": "score"}
 BLACK_BOX = ("decision", "score")  # attacks that need neither weights nor gradients
 # "Not converged": validation balanced accuracy closes less than this share of the gap from chance (1/K) to 1.
-CONVERGED_FRACTION = 0.25
+CONVERGED_FRACTION = 1 / 3
 
 
 def load_cells(out: Path) -> list[dict]:
@@ -183,8 +183,9 @@ def validation_score(clean: Result) -> float:
 def not_converged(scores: Sequence[float], n_classes: int) -> bool:
     """Flag a model whose mean validation balanced accuracy over seeds stays near chance.
 
-    Our rule (the paper has none): the score closes less than a quarter of the gap from chance
-    (1/K for K classes) to 1, i.e. below 0.4375 for MIT-BIH's 4 classes and 0.625 for NORM vs MI.
+    Our rule (the paper has none): the score closes less than a third of the gap from chance (1/K for
+    K classes) to 1, i.e. below 0.5 for MIT-BIH's 4 classes and 0.667 for NORM vs MI. Issue 11 calls a
+    quick Acharya at 42.9 % clean accuracy (validation 0.485) "near chance"; this rule agrees.
     """
     if not scores or n_classes < 2:
         return False

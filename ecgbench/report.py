@@ -336,7 +336,7 @@ HEADLINE_NOTE = (
     "protocol (3.1), attacks made once against the source model. **with detector**: the model and its attack "
     "detector attacked as one; a beat counts if classified correctly or flagged. Brackets: 95 % bootstrap interval "
     "over test beats; `±`: standard deviation over seeds where the run has several. A model whose validation "
-    "balanced accuracy closes less than a quarter of the gap from chance to 1 is marked not converged and not ranked."
+    "balanced accuracy closes less than a third of the gap from chance (1/K) to 1 is marked not converged and not ranked."
 )
 
 
