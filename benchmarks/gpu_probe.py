@@ -77,10 +77,14 @@ def entry_points(kind: str) -> dict[str, str]:
             return {n: registry.entry(kind, n).value for n in names}
     except Exception:  # noqa: BLE001 - fall back to the checkout's pyproject
         pass
-    import tomllib
-
-    table = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][f"ecgbench.{kind}"]
-    return dict(sorted(table.items()))
+    text = (REPO / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the table's `name = "module:attr"` lines, read by hand
+        section = text.split(f'[project.entry-points."ecgbench.{kind}"]', 1)[1].split("\n[", 1)[0]
+        pairs = (line.split("=", 1) for line in section.splitlines() if "=" in line and not line.lstrip().startswith("#"))
+        return dict(sorted((k.strip(), v.split("#")[0].strip().strip('"')) for k, v in pairs))
+    return dict(sorted(tomllib.loads(text)["project"]["entry-points"][f"ecgbench.{kind}"].items()))
 
 
 def load(value: str) -> Any:
