@@ -88,6 +88,9 @@ def _headline_html(board: pd.DataFrame, dataset: str) -> str:
             sort = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else raw
             value, _, interval = str(row[c]).partition(" [")
             shown_text = _e(value) + (f'<br><small class="ci">[{_e(interval)}</small>' if interval else "")
+            if c == "model" and value.endswith(" (not converged)"):
+                shown_text = f'{_e(value[:-len(" (not converged)")])}<br><small>(not converged)</small>'
+
             tds.append(f'<td data-sort="{_e(sort)}">{shown_text}</td>')
         cls = "" if part.loc[i, "converged"] else ' class="not-converged"'
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
