@@ -74,6 +74,17 @@ class Dataset:
     def load(self) -> Beats:
         raise NotImplementedError
 
+    def files(self) -> list[Path]:
+        """The raw files `load` reads; their names, sizes, times (and small files' bytes) key the beats cache.
+
+        The default lists every file under `data_dir`; a dataset that reads fewer names them, so that
+        an unrelated file does not invalidate its cache. A missing data folder is an error here, so a
+        warm cache can never stand in for data that is not there.
+        """
+        if not self.data_dir.is_dir():
+            raise PluginError(f"--data-dir {self.data_dir}: no such folder (dataset {self.name!r})")
+        return sorted(p for p in self.data_dir.rglob("*") if p.is_file())
+
     def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Train and test indices. `random`: stratified 80/20 (paper 3.1); `patient`: no patient on both sides."""
         from ecgbench.data import patient_split, stratified_split

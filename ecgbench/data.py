@@ -1,18 +1,19 @@
 """Beat preparation shared by every dataset: windowing, normalisation, splits, class caps, SMOTE, caching."""
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ecgbench.api import Beats, Dataset
-from ecgbench.store import cache_key, load_arrays, save_arrays
+from ecgbench.api import Beats, Dataset, PluginError
+from ecgbench.store import Damaged, cache_key, discard, entry_lock, load_arrays, save_arrays, warn_damaged
 
 __all__ = [
     "cut_windows", "minmax", "stratified_split", "patient_split", "cap_per_class", "smote",
-    "folds", "load_beats", "Splits", "prepare",
+    "folds", "fingerprint", "load_beats", "Splits", "prepare",
 ]
 
 
@@ -28,9 +29,19 @@ def cut_windows(signal: np.ndarray, peaks: np.ndarray, window: int) -> tuple[np.
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
-    """Each beat scaled to [0, 1] (paper 3.1); a flat beat becomes all zeros rather than NaN."""
-    lo = x.min(axis=1, keepdims=True)
-    span = x.max(axis=1, keepdims=True) - lo
+    """Each beat scaled to [0, 1] (paper 3.1); a flat beat becomes all zeros rather than NaN.
+
+    A row whose span overflows float64 is first divided by its largest magnitude, so extreme values
+    from a third-party reader still land in [0, 1]; ordinary rows are untouched, bit for bit.
+    """
+    lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        span = hi - lo
+    huge = ~np.isfinite(span)
+    if huge.any():
+        s = np.where(huge, np.maximum(np.abs(lo), np.abs(hi)), 1.0)
+        x, lo, hi = x / s, lo / s, hi / s
+        span = np.where(huge, hi - lo, span)
     return ((x - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
 
 
@@ -87,18 +98,47 @@ def folds(y: np.ndarray, n_folds: int, val_fraction: float, seed: int) -> list[t
     return [(tr, va) for tr, va in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(y, y)]
 
 
-def load_beats(dataset: Dataset, cache: Path) -> tuple[Beats, float, bool]:
-    """All beats of a dataset, from the on-disk cache when its settings were seen before.
+SMALL_FILE = 64 << 10  # files up to 64 KiB (headers, annotations, RECORDS; not PTB-XL signals) are hashed by content
 
-    Returns the beats, the seconds it took, and whether the cache served them.
+
+def fingerprint(files: list[Path]) -> list[tuple[str, int, int, str]]:
+    """Name, size, modification time of each raw file, and the content hash of the small ones.
+
+    Changed, moved, truncated or replaced data changes the fingerprint, so the beats cache is never
+    served for data other than what it was cut from. Large signal files are not read (too slow for
+    every run); their size and time change when they are rewritten.
+    """
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except FileNotFoundError as exc:
+            raise PluginError(f"{f}: file is missing") from exc
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()[:16] if st.st_size <= SMALL_FILE else ""
+        out.append((f.name if f.parent.name == "" else f"{f.parent.name}/{f.name}", st.st_size, st.st_mtime_ns, digest))
+    return out
+
+
+def load_beats(dataset: Dataset, cache: Path) -> tuple[Beats, float, bool]:
+    """All beats of a dataset, from the on-disk cache when its settings and raw files were seen before.
+
+    Returns the beats, the seconds it took, and whether the cache served them. A damaged cache entry
+    is reported, deleted and cut again from the records.
     """
     start = time.perf_counter()
-    path = cache / "beats" / f"{dataset.name}-{cache_key(dataset.settings())}.npz"
-    if path.exists():
-        a = load_arrays(path)
-        return Beats(a["x"], a["y"], a["groups"]), time.perf_counter() - start, True
-    beats = dataset.load()
-    save_arrays(path, x=beats.x, y=beats.y, groups=beats.groups.astype(str))
+    key = cache_key(dataset.settings(), fingerprint(dataset.files()))
+    path = cache / "beats" / f"{dataset.name}-{key}.npz"
+    with entry_lock(path):
+        try:
+            a = load_arrays(path)
+        except Damaged as exc:
+            warn_damaged(exc)
+            discard(path)
+            a = None
+        if a is not None:
+            return Beats(a["x"], a["y"], a["groups"]), time.perf_counter() - start, True
+        beats = dataset.load()
+        save_arrays(path, x=beats.x, y=beats.y, groups=beats.groups.astype(str))
     return beats, time.perf_counter() - start, False
 
 

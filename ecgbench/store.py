@@ -1,17 +1,37 @@
-"""On-disk state: content-addressed cache keys and atomic writes, so a killed run loses nothing."""
+"""On-disk state: content-addressed cache keys, atomic durable writes, and verified reads.
+
+Everything the program reads back it verifies: cache entries (beats, checkpoints, attacked sets) are
+written as a payload plus a small `.meta.json` holding the payload's SHA-256, written last; a payload
+without its meta, or whose bytes do not match, is damaged. A damaged entry is reported in one line,
+deleted and recomputed (`Damaged`). Writes go through a temporary file that is fsynced, renamed, and
+the folder fsynced, so a crash or power cut never leaves a partial file under a final name.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["cache_key", "atomic_write", "write_json", "read_json", "save_arrays", "load_arrays", "cache_dir"]
+__all__ = [
+    "cache_key", "atomic_write", "write_json", "read_json", "save_arrays", "load_arrays", "cache_dir",
+    "Damaged", "save_entry", "load_entry", "discard", "entry_lock", "read_cell",
+]
+
+
+class Damaged(ValueError):
+    """A file on disk that cannot be trusted: truncated, unparsable, or not what its checksum says."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = Path(path), why
 
 
 def cache_key(*parts: Any) -> str:
@@ -27,18 +47,34 @@ def cache_dir(explicit: str | Path | None = None) -> Path:
     return path
 
 
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write through a temporary file in the same folder, fsync it, rename, fsync the folder.
+
+    Readers never see half a file, and after a power cut the final name holds the old file or the
+    whole new one, never an empty one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
@@ -48,19 +84,91 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file; `Damaged` (a ValueError) if it does not parse."""
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Damaged(path, f"not valid JSON ({exc})") from exc
+
+
+def read_cell(path: Path) -> dict:
+    """A cell file, verified: valid JSON holding the fields every cell has; else `Damaged`."""
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"cell", "key", "status"} <= set(record):
+        raise Damaged(path, "not a cell record (missing cell, key or status)")
+    return record
+
+
+# -- verified cache entries -----------------------------------------------------------------------
+def _meta(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def save_entry(path: Path, payload: bytes, **meta: Any) -> Path:
+    """Write `payload` atomically, then its meta (SHA-256, size, `meta`): the meta marks the entry complete."""
+    atomic_write(path, lambda fh: fh.write(payload))
+    write_json(_meta(path), {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), **meta})
+    return path
+
+
+def load_entry(path: Path) -> tuple[bytes, dict] | None:
+    """The payload and meta of a complete entry, None if there is none; `Damaged` if it fails its check."""
+    path, meta_path = Path(path), _meta(Path(path))
+    if not meta_path.exists():
+        if path.exists():
+            raise Damaged(path, "no checksum file (an interrupted or foreign write)")
+        return None
+    meta = read_json(meta_path)
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise Damaged(path, "payload missing beside its checksum file") from exc
+    if len(payload) != meta.get("bytes") or hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
+        raise Damaged(path, f"checksum mismatch ({len(payload)} bytes, {meta.get('bytes')} written)")
+    return payload, meta
+
+
+def discard(path: Path) -> None:
+    """Delete an entry and its meta (a damaged one, before recomputing it)."""
+    for p in (Path(path), _meta(Path(path))):
+        p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path, timeout: float = -1) -> Iterator[None]:
+    """Hold the lock of one cache entry, so concurrent runs that need it compute it once.
+
+    The second run waits, then finds the entry written by the first and loads it.
+    """
+    from filelock import FileLock
+
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock, timeout=timeout):
+        yield
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> Path:
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return save_entry(path, buf.getvalue())
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """Arrays of a verified entry (pickles refused), None if absent; `Damaged` if it fails its check."""
+    found = load_entry(path)
+    if found is None:
+        return None
+    try:
+        with np.load(io.BytesIO(found[0]), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # noqa: BLE001 - a payload that passed its checksum but does not load is still damaged
+        raise Damaged(path, f"unreadable arrays ({type(exc).__name__}: {exc})") from exc
+
+
+def warn_damaged(exc: Damaged) -> None:
+    """The one line a user sees when a damaged file is thrown away."""
+    print(f"ecgbench: {exc.path} is damaged ({exc.why}); deleted, recomputing", file=sys.stderr)
 
 
 def _jsonable(obj: Any) -> Any:
