@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -37,36 +38,106 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+RUN_DEFAULTS = {
+    "dataset": "mitbih", "models": "all", "attacks": "all", "modes": "static,adaptive,adaptive-detect",
+    "profile": "quick", "split": "random", "source": None, "out": None, "data_dir": None, "cache_dir": None,
+    "device": "auto", "threads": 0, "seeds": None, "eps": None, "executor": "serial", "jobs": 1,
+    "ray_address": None, "tasks_per_gpu": 1,
+}
+
+
+def _number_list(option: str, text: str | None, kind: type) -> tuple:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return ()
+    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
+    try:
+        values = tuple(kind(str(t).strip()) for t in items)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected a comma-separated list of {kind.__name__}s") from None
+    if kind is float and any(not 0 < v < float("inf") for v in values):
+        raise ValueError(f"{option} {text!r}: every eps must be a positive number")
+    if kind is int and any(v < 0 for v in values):
+        raise ValueError(f"{option} {text!r}: seeds are non-negative integers")
+    return values
+
+
+def _resolve_run_options(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Defaults < `--config` file < command line. Returns the options, profile overrides, and the file's content."""
+    given = {k: getattr(args, k) for k in RUN_DEFAULTS if getattr(args, k, None) is not None}
+    if args.seed is not None:
+        given["seeds"] = str(args.seed)
+    file_cfg: dict = {}
+    overrides: dict = {}
+    if args.config:
+        from ecgbench.config import read_run_config
+
+        file_cfg = read_run_config(Path(args.config))
+        overrides = dict(file_cfg.get("profile_overrides") or {})
+    from_file = {k: v for k, v in file_cfg.items() if k in RUN_DEFAULTS}
+    for key in ("datasets", "models", "attacks", "modes"):
+        if isinstance(file_cfg.get(key), (list, tuple)):
+            from_file["dataset" if key == "datasets" else key] = ",".join(map(str, file_cfg[key]))
+    for key in ("seeds", "eps"):
+        if isinstance(file_cfg.get(key), (list, tuple)):
+            from_file[key] = ",".join(map(str, file_cfg[key]))
+    opts = {**RUN_DEFAULTS, **from_file, **given}
+    return opts, overrides, file_cfg
+
+
+def run_config(args: argparse.Namespace) -> "RunConfig":
+    """The run's configuration from the options (and `--config`), every value checked: a fault is one line."""
+    from ecgbench.plan import MODES, RunConfig, build_attack
+    from ecgbench.executors import check_executor
     from ecgbench.profiles import get_profile
-    from ecgbench.report import write_report
     from ecgbench.registry import RegistryError
-    from ecgbench.runner import MODES, RunConfig, Runner, build_attack
     from ecgbench.store import cache_dir
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    o, overrides, file_cfg = _resolve_run_options(args)
+    if int(o["threads"] or 0) < 0:
+        raise ValueError(f"--threads {o['threads']}: must be 0 (torch's choice) or more")
+    modes = tuple(m.strip() for m in str(o["modes"]).split(",") if m.strip())
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"--modes: unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
-    datasets = registry.select("datasets", args.dataset)
-    models = registry.select("models", args.models)
-    attacks = registry.select("attacks", args.attacks) if args.attacks.strip() else []
-    profile = get_profile(args.profile)
+    datasets = registry.select("datasets", o["dataset"])
+    models = registry.select("models", o["models"])
+    attacks = registry.select("attacks", o["attacks"]) if str(o["attacks"]).strip() else []
+    profile = get_profile(o["profile"], overrides or None)
+    seeds = _number_list("--seeds", o["seeds"], int)
+    eps = _number_list("--eps", o["eps"], float)
     for spec in attacks:  # a mistyped back-end, variant or parameter stops here, before any training
         try:
             build_attack(spec, profile, registry)
         except RegistryError:
             pass  # a plugin that fails to import fails only its own cells
-    out = Path(args.out or f"runs/{datasets[0]}-{profile.name}")
+    out = Path(o["out"] or f"runs/{datasets[0]}-{profile.name}")
     cfg = RunConfig(datasets=datasets, models=models, attacks=attacks, profile=profile, out=out,
-                    data_dir=_data_dir(args.data_dir), cache=cache_dir(args.cache_dir), split=args.split, modes=modes,
-                    source=args.source, device=args.device, force=args.force, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, command="ecgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    manifest = Runner(cfg).run()
+                    data_dir=_data_dir(o["data_dir"]), cache=cache_dir(o["cache_dir"]), split=o["split"], modes=modes,
+                    source=o["source"], device=o["device"], force=args.force, retry_failed=args.retry_failed,
+                    progress=not args.no_progress, command="ecgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                    seeds=seeds, eps=eps, executor=o["executor"], jobs=int(o["jobs"]), threads=int(o["threads"] or 0),
+                    ray_address=o["ray_address"], tasks_per_gpu=int(o["tasks_per_gpu"]), verbose=args.verbose,
+                    extra={"options": {k: v for k, v in o.items()}, "profile_overrides": overrides,
+                           "config_file": args.config, "config": file_cfg})
+    check_executor(cfg)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ecgbench import log
+
+    log.configure(quiet=args.quiet, verbose=args.verbose, progress=not args.no_progress)
+    cfg = run_config(args)
+    out = cfg.out
+    if args.dry_run:
+        from ecgbench.estimate import dry_run
+
+        print(dry_run(cfg, calibrate=not args.no_calibrate))
+        return 0
+    from ecgbench.report import write_report
+    from ecgbench.runner import Runner
+
+    manifest = Runner(cfg).run(wait=args.wait)
     write_report(out)
     print(f"tables written to {out}/ (leaderboard.md, .csv, .json)")
     if manifest["failures"]:
@@ -105,28 +176,48 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (`ecgbench run: error: ...`), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ecgbench", description="Adversarial-robustness benchmark for ECG beat classifiers.")
+    p = Parser(prog="ecgbench", description="Adversarial-robustness benchmark for ECG beat classifiers.")
     p.add_argument("--version", action="version", version=f"ecgbench {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train and attack every model x attack, write cells and tables")
-    r.add_argument("--dataset", "--datasets", default="mitbih", help="dataset name(s), globs or 'all' (default mitbih)")
-    r.add_argument("--models", default="all", help="model names, globs ('kach*') or 'all'")
-    r.add_argument("--attacks", default="all", help="attack specs: 'all', 'fgsm,pgd', 'pgd@foolbox', 'hsj@art:paper-reference'")
-    r.add_argument("--modes", default="static,adaptive,adaptive-detect", help="any of static (paper 3.1), adaptive, adaptive-detect")
-    r.add_argument("--profile", default="quick", help="smoke | quick | paper")
-    r.add_argument("--split", default="random", help="random (paper) | inter-patient (mitbih) | patient | strat-fold (ptbxl)")
+    r.add_argument("--config", default=None, help="a run.toml: any option below; the command line overrides it")
+    r.add_argument("--dataset", "--datasets", default=None, help="dataset name(s), globs or 'all' (default mitbih)")
+    r.add_argument("--models", default=None, help="model names, globs ('kach*') or 'all' (default)")
+    r.add_argument("--attacks", default=None, help="attack specs: 'all' (default), 'fgsm,pgd', 'pgd@foolbox', 'hsj@art:paper-reference'")
+    r.add_argument("--modes", default=None, help="any of static (paper 3.1), adaptive, adaptive-detect (default all three)")
+    r.add_argument("--profile", default=None, help="smoke | quick (default) | standard | paper | path/to/profile.toml")
+    r.add_argument("--split", default=None, help="random (paper; default) | inter-patient (mitbih) | patient | strat-fold (ptbxl)")
     r.add_argument("--source", default=None, help="model the static attacks are made against (default ecg-atk-gan, paper 2.3)")
+    r.add_argument("--seed", type=int, default=None, help="one seed for splits, weights and attacks (default: the profile's, 0)")
+    r.add_argument("--seeds", default=None, help="several seeds, '0,1,2': the plan runs per seed, tables show mean and spread")
+    r.add_argument("--eps", default=None, help="budgets for robustness curves, '0.001,0.003,0.01,0.03,0.1' (adaptive modes)")
     r.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<profile>)")
     r.add_argument("--data-dir", default=None, help=f"data root holding mitdb/, ptbxl/ ... (default ${DATA_ENV}, else ./data)")
     r.add_argument("--cache-dir", default=None, help="cache for beats, checkpoints, attacked sets (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    r.add_argument("--executor", default=None, choices=["serial", "jobs", "ray"], help="how tasks run (default serial)")
+    r.add_argument("--jobs", type=int, default=None, help="worker processes for --executor jobs")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per task (default: torch's choice; cores/jobs with jobs)")
+    r.add_argument("--ray-address", default=None, help="auto | host:port of a running Ray cluster (default: start a local one)")
+    r.add_argument("--tasks-per-gpu", type=int, default=None, help="Ray tasks sharing one GPU (each asks for 1/K of it)")
+    r.add_argument("--dry-run", action="store_true", help="print the task graph and an estimated wall time; compute nothing")
+    r.add_argument("--no-calibrate", action="store_true", help="with --dry-run: counts only, no timing of steps and attacks")
+    r.add_argument("--wait", action="store_true", help="if another run holds the results folder, wait for it instead of stopping")
     r.add_argument("--force", action="store_true", help="recompute every cell")
     r.add_argument("--retry-failed", action="store_true", help="recompute failed cells")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    r.add_argument("--verbose", "-v", action="store_true", help="also each epoch and task")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="rebuild tables and figures from a run folder's cell files")
@@ -157,24 +248,42 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--to", default=None, help=f"data root (default ${DATA_ENV}, else ./data)")
     dl.set_defaults(func=cmd_download)
 
+    from ecgbench.config import cmd_profiles  # light: tomllib and the profile files only
+
+    pr = sub.add_parser("profiles", help="the run profiles and their fields (the built-in ones, or those named)")
+    pr.add_argument("names", nargs="*", help="profile names or paths to .toml files (default: every built-in profile)")
+    pr.set_defaults(func=cmd_profiles)
+
     from ecgbench.commands import add_report_commands  # export, merge and hook plugins' sub-commands
 
     add_report_commands(sub)
     return p
 
 
+class Stopped(BaseException):
+    """SIGTERM: unwind like Ctrl-C (atomic writes leave every file whole), then exit 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Stopped()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        what = "stopped (SIGTERM)" if isinstance(exc, Stopped) else "interrupted"
+        print(f"ecgbench: {what}; finished cells are kept: rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Stopped) else 130
     except Exception as exc:  # noqa: BLE001 - the one place errors become a message
         if args.debug:
             raise
         print(f"ecgbench: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -78,12 +78,13 @@ def test_unknown_model_is_one_line_naming_it(tmp_path, data_dir):
     assert res.stderr.count("\n") == 1 and "'nope'" in res.stderr and "kachuee" in res.stderr
 
 
-def test_missing_data_dir_fails_the_cells_with_the_path(tmp_path, data_dir):
+def test_missing_data_dir_is_one_line_even_with_a_warm_cache(finished, tmp_path, data_dir):
     missing = tmp_path / "nowhere"
-    res = ecgbench("run", "--models", "kachuee", "--attacks", "", "--profile", "smoke", "--out", str(tmp_path / "o"),
-                   "--data-dir", str(missing), cache=tmp_path, data_dir=data_dir)
-    assert res.returncode == 1
-    assert str(missing) in res.stderr and "ecgbench data download mitdb" in res.stderr
+    cache = finished.parent / "cache"  # warm: the finished run cut and cached these beats
+    res = ecgbench(*RUN, "--out", str(tmp_path / "o"), "--data-dir", str(missing), cache=cache, data_dir=data_dir)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert str(missing) in res.stderr
+    assert not (tmp_path / "o" / "cells").exists() and not (tmp_path / "o" / "leaderboard.md").exists()
 
 
 def test_unknown_back_end_stops_before_any_training(tmp_path, data_dir):
@@ -91,3 +92,117 @@ def test_unknown_back_end_stops_before_any_training(tmp_path, data_dir):
                    cache=tmp_path, data_dir=data_dir)
     assert res.returncode == 2 and "no back-end 'nope'" in res.stderr and res.stderr.count("\n") == 1
     assert not (tmp_path / "o" / "cells").exists() and not (tmp_path / "checkpoints").exists()
+
+
+# -- trust what is on disk ----------------------------------------------------------------------------
+CLEAN = ["run", "--dataset", "mitbih", "--models", "kachuee", "--attacks", "", "--profile", "smoke", "--no-progress"]
+SMOKE_RECORDS = ("100", "201", "208", "209", "213", "232")
+
+
+def _copy_records(src: Path, dst: Path) -> Path:
+    (dst / "mitdb").mkdir(parents=True)
+    for name in SMOKE_RECORDS:
+        for ext in ("hea", "dat", "atr"):
+            (dst / "mitdb" / f"{name}.{ext}").write_bytes((src / "mitdb" / f"{name}.{ext}").read_bytes())
+    (dst / "mitdb" / "RECORDS").write_text("\n".join(SMOKE_RECORDS) + "\n")
+    return dst
+
+
+def test_damaged_data_is_read_afresh_and_stops_the_run_before_any_cell(tmp_path, data_dir):
+    data, cache = _copy_records(data_dir, tmp_path / "data"), tmp_path / "cache"
+    ok = ecgbench(*CLEAN, "--out", str(tmp_path / "good"), cache=cache, data_dir=data)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    dat = data / "mitdb" / "201.dat"
+    dat.write_bytes(dat.read_bytes()[: dat.stat().st_size // 3])  # truncated, the cache still warm
+    res = ecgbench(*CLEAN, "--out", str(tmp_path / "bad"), cache=cache, data_dir=data)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "201.dat" in res.stderr and "truncated" in res.stderr, res.stderr
+    assert not (tmp_path / "bad" / "cells").exists()
+
+
+def test_damaged_cache_entries_and_cells_are_reported_deleted_and_recomputed(finished, tmp_path, data_dir):
+    import shutil
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    shutil.copytree(finished, out)
+    shutil.copytree(finished.parent / "cache", cache)
+    cell = out / "cells" / "mitbih" / "kachuee" / "pgd.adaptive.json"
+    checkpoint = cache / "checkpoints" / f"kachuee-{json.loads(cell.read_text())['checkpoint']}.pt"
+    # the cell, the checkpoint it scores, the attacked set that checkpoint was trained on, and the beats
+    victims = [cell, checkpoint, next((cache / "attacked").glob("pgd-*.npz")), next((cache / "beats").glob("*.npz"))]
+    for v in victims:
+        v.write_bytes(v.read_bytes()[: v.stat().st_size // 2])
+    res = ecgbench(*RUN, "--out", str(out), cache=cache, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for v in victims:
+        line = next(line for line in res.stderr.splitlines() if str(v) in line)
+        assert "is damaged" in line and "recomputing" in line
+    assert json.loads((out / "leaderboard.json").read_text()) == json.loads((finished / "leaderboard.json").read_text())
+
+
+def test_a_second_run_on_the_same_folder_names_the_holder_or_waits(tmp_path, data_dir):
+    from ecgbench.runner import run_lock
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    out.mkdir()
+    with run_lock(out, "ecgbench run (the test)", wait=False):
+        res = ecgbench(*CLEAN, "--out", str(out), cache=cache, data_dir=data_dir)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1
+        assert f"in use by pid {os.getpid()}" in res.stderr and "--wait" in res.stderr
+    assert not (out / "cells").exists()
+    env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache)}
+    with run_lock(out, "ecgbench run (the test)", wait=False):
+        proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *CLEAN, "--out", str(out), "--wait"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        assert proc.poll() is None and not (out / "cells").exists()  # queued behind the holder
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert len(list((out / "cells").rglob("*.json"))) == 1
+
+
+def test_two_runs_sharing_a_cache_train_each_model_once(tmp_path, data_dir):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-m", "ecgbench", *CLEAN, "--out", str(tmp_path / f"o{i}")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
+    trained = sum(err.count("trained kachuee") for _, err in outputs)
+    assert trained == 1  # one run trained it under the entry's lock; the other waited and loaded it
+    a, b = (json.loads((tmp_path / f"o{i}" / "cells" / "mitbih" / "kachuee" / "none.clean.json").read_text()) for i in range(2))
+    assert a["correct"] == b["correct"] and a["checkpoint"] == b["checkpoint"]
+
+
+def test_a_seed_is_recorded_keyed_and_reproducible(tmp_path, data_dir):
+    runs = []
+    for i in range(2):  # the same seed twice, each on a cold cache
+        out = tmp_path / f"o{i}"
+        res = ecgbench(*CLEAN, "--seed", "3", "--out", str(out), cache=tmp_path / f"c{i}", data_dir=data_dir)
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs.append(out)
+    cell = json.loads((runs[0] / "cells" / "mitbih" / "kachuee" / "none.clean.seed3.json").read_text())
+    assert cell["cell"]["seed"] == 3 and json.loads((runs[0] / "run.json").read_text())["seeds"] == [3]
+    assert (runs[0] / "leaderboard.md").read_text().split("\n", 3)[3] == (runs[1] / "leaderboard.md").read_text().split("\n", 3)[3]
+    assert json.loads((runs[0] / "leaderboard.json").read_text()) == json.loads((runs[1] / "leaderboard.json").read_text())
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_says_how_to_resume_and_leaves_whole_files(tmp_path, data_dir, sig, code):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache)}
+    args = [*RUN, "--models", "kachuee", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "cells").rglob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "rerun the same command to resume" in err.splitlines()[-1]
+    for f in (out / "cells").rglob("*.json"):
+        json.loads(f.read_text())
+    assert not list(out.rglob("*.tmp")) and not list(cache.rglob("*.tmp"))
+    res = ecgbench(*args, cache=cache, data_dir=data_dir)
+    assert res.returncode == 0 and len(list((out / "cells").rglob("*.json"))) == 5, res.stderr[-2000:]

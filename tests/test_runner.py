@@ -6,7 +6,9 @@ import json
 import pytest
 
 from ecgbench.profiles import PROFILES
-from ecgbench.runner import Cell, RunConfig, Runner, parse_attack, plan
+from ecgbench.plan import cells_of, plan
+from ecgbench.runner import Cell, RunConfig, Runner, parse_attack
+from ecgbench.tasks import Keys
 from ecgbench.registry import registry
 
 
@@ -53,10 +55,41 @@ def test_white_box_attack_hurts_more_than_a_transferred_one(first_run):
 def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path, models=["kachuee", "ecg-atk-gan"], attacks=["fgsm", "pgd@foolbox"],
                   modes=("static", "adaptive", "adaptive-detect"))
-    cells = plan(cfg, registry)
+    cells = cells_of(cfg, registry)
     assert Cell("mitbih", "ecg-atk-gan", "pgd@foolbox", "adaptive-detect") in cells
     assert not [c for c in cells if c.model == "kachuee" and c.mode == "adaptive-detect"]
     assert len(cells) == 2 + 2 * (2 + 2) + 2
+
+
+def test_the_graph_holds_each_training_and_static_set_once(tmp_path, data_dir):
+    cfg = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee", "acharya"], attacks=["fgsm", "pgd"],
+                  modes=("static", "adaptive"), source="kachuee")
+    graph = plan(cfg, Keys(cfg))
+    kinds = [t.kind for t in graph.tasks.values()]
+    # per model: one clean training and one per attack's static set; one static set per attack
+    assert kinds.count("cell") == 2 * (1 + 2 * 2) and kinds.count("train") == 2 * 3 and kinds.count("static") == 2
+    keys = list(graph.tasks)
+    for task in graph.tasks.values():  # every task comes after the tasks it needs
+        assert all(keys.index(d) < keys.index(task.key) for d in task.deps), task.label
+    static_cells = [t for t in graph.of_kind("cell") if t.spec["cell"]["mode"] != "clean"]
+    assert all(any(graph.tasks[d].kind == "static" for d in t.deps) for t in static_cells)
+
+
+def test_seeds_and_budgets_multiply_the_cells_and_change_every_key(tmp_path, data_dir):
+    cfg = _config(tmp_path, data_dir, tmp_path / "cache", attacks=["fgsm", "boundary"], modes=("static", "adaptive"),
+                  seeds=(0, 1), eps=(0.003, 0.01, 0.03))
+    cells = cells_of(cfg, registry)
+    per_seed = 1 + 1 * (1 + 3) + 1 * (1 + 1)  # clean; fgsm static + 3 adaptive budgets; boundary static + one run
+    assert len(cells) == 2 * per_seed
+    assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, 0.003) in cells
+    assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, None) in cells  # 0.01 is fgsm's own budget
+    assert not [c for c in cells if c.attack == "boundary" and c.eps is not None]  # judged at each eps from one run
+    keys = Keys(cfg)
+    assert keys.cell_key(Cell("mitbih", "kachuee", None, "clean", 0)) != keys.cell_key(Cell("mitbih", "kachuee", None, "clean", 1))
+    assert keys.train_spec("mitbih", "kachuee", None, 0)["key"] != keys.train_spec("mitbih", "kachuee", None, 1)["key"]
+    paths = {c.path(tmp_path) for c in cells}
+    assert len(paths) == len(cells)
+    assert Cell("mitbih", "kachuee", None, "clean").path(tmp_path).name == "none.clean.json"  # old runs keep their files
 
 
 def test_attack_specs_parse_back_end_and_variant():

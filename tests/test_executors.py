@@ -1,0 +1,102 @@
+"""Executors: the same smoke matrix under serial, local jobs and Ray gives the same cell files.
+
+Each run has its own cold cache, so every training and attack is recomputed under each executor;
+torch's threads are pinned to one per task (`--threads 1`) so floating point sums in one order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+MATRIX = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya", "--attacks", "fgsm", "--modes", "static,adaptive",
+          "--profile", "smoke", "--source", "kachuee", "--threads", "1", "--no-progress"]
+TIMING = ("seconds", "seconds_per_epoch")
+
+
+def ecgbench(*args: str, cache: Path, data_dir: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache),
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "ecgbench", *args], capture_output=True, text=True, env=env, **kw)
+
+
+def cells(out: Path) -> dict[str, dict]:
+    """Every cell file, timing fields removed."""
+    found = {}
+    for path in sorted((out / "cells").rglob("*.json")):
+        record = json.loads(path.read_text())
+        record.pop("seconds", None)
+        for key in TIMING:
+            record.get("train", {}).pop(key, None)
+        found[str(path.relative_to(out))] = record
+    return found
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, data_dir) -> Path:
+    root = tmp_path_factory.mktemp("serial")
+    res = ecgbench(*MATRIX, "--out", str(root / "out"), cache=root / "cache", data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "out"
+
+
+def test_jobs_executor_writes_the_serial_cells(serial, tmp_path, data_dir):
+    res = ecgbench(*MATRIX, "--executor", "jobs", "--jobs", "2", "--out", str(tmp_path / "out"), cache=tmp_path / "cache",
+                   data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ours, theirs = cells(tmp_path / "out"), cells(serial)
+    assert len(ours) == 6 and ours == theirs
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["executor"]["name"] == "jobs"
+
+
+def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_serially(serial, tmp_path, data_dir):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache),
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *MATRIX, "--executor", "ray", "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "cells").rglob("*.json"))) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # the driver stops; finished cells stay
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    kept = cells(out)
+    assert 2 <= len(kept) < 6 and all(kept[k] == cells(serial)[k] for k in kept)
+    res = ecgbench(*MATRIX, "--out", str(out), cache=cache, data_dir=data_dir)  # resumed by the serial executor
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"{len(kept)} already done" in res.stderr
+    assert cells(out) == cells(serial)
+
+
+def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, data_dir):
+    """`--tasks-per-gpu 2` asks each task for half a GPU; Ray schedules on a declared GPU without one."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
+    from ecgbench.plan import RunConfig
+    from ecgbench.profiles import get_profile
+    from ecgbench.runner import Runner
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        cfg = RunConfig(datasets=["mitbih"], models=["kachuee", "acharya"], attacks=["fgsm"], profile=get_profile("smoke"),
+                        out=tmp_path / "out", data_dir=data_dir, cache=tmp_path / "cache", modes=("static", "adaptive"),
+                        source="kachuee", progress=False, executor="ray", threads=1, tasks_per_gpu=2, device="auto")
+        manifest = Runner(cfg).run()
+    finally:
+        ray.shutdown()
+    assert manifest["failures"] == []
+    assert cells(tmp_path / "out") == cells(serial)
+
+
+def test_a_wrong_executor_setting_is_one_line(tmp_path, data_dir):
+    res = ecgbench(*MATRIX, "--executor", "jobs", "--jobs", "0", "--out", str(tmp_path / "o"), cache=tmp_path, data_dir=data_dir)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--jobs 0" in res.stderr
