@@ -433,6 +433,7 @@ class Worker:
             robust |= _batched(net.detect, x_eval, self.device).argmax(1) == 1
             result["system_accuracy"] = float(robust.mean())
         result["correct"] = "".join("1" if c else "0" for c in robust)
+        result["y"] = "".join(str(int(c)) for c in y)  # each scored beat's class, aligned with `correct`
         if attack is not None:
             result["attack"] = attack.config()
             result["attack_kind"] = getattr(attack, "kind", "gradient")
