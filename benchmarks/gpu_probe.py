@@ -391,7 +391,7 @@ def section_attacks(t: Table, args: argparse.Namespace, budget: Budget) -> None:
                     continue
                 try:
                     attack = cls(backend=backend)
-                    pilot = min(8, len(x))
+                    pilot = min(args.pilot, len(x))  # small: square and ART's cw take seconds per beat on a CPU
                     per_beat = measure_attack(attack, net, x[:pilot], y[:pilot], (0.0, 1.0))
                     n = int(max(pilot, min(len(x), args.attack_seconds / max(per_beat, 1e-6))))
                     idx = torch.arange(n, device=x.device) % len(x)
@@ -459,7 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.attacks = args.attacks.split(",") if args.attacks else None
     args.batch, args.steps, args.warmup = (16, 2, 1) if args.quick else (128, 50, 10)
     args.concurrency, args.seconds = ((1, 2), 0.5) if args.quick else ((1, 2, 4, 8), 3.0)
-    args.attack_seconds = 0.5 if args.quick else 4.0
+    args.attack_seconds, args.pilot = (0.5, 2) if args.quick else (4.0, 4)
     return args
 
 
