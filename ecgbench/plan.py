@@ -14,7 +14,8 @@ from ecgbench.api import Attack
 from ecgbench.profiles import Profile
 from ecgbench.registry import Registry, RegistryError
 
-__all__ = ["MODES", "Cell", "RunConfig", "Task", "Graph", "parse_attack", "build_attack", "plan", "cells_of", "seed_profile"]
+__all__ = ["MODES", "Cell", "RunConfig", "Task", "Graph", "parse_attack", "build_attack", "plan", "cells_of", "seed_profile",
+           "trains_on_static"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 DEFAULT_SOURCE = "ecg-atk-gan"  # paper 2.3: attacks are made against ECG-ATK-GAN's discriminator
@@ -181,8 +182,10 @@ def _has_detector(reg: Registry, model: str) -> bool:
 def plan(cfg: RunConfig, keys: Any) -> Graph:
     """The task graph of a run; `keys` (a `tasks.Keys`) names each task by its content key.
 
-    Every attacked cell scores the model trained on clean beats plus that attack's static set
-    (paper 3.1), made against the source model: static and adaptive cells share that checkpoint.
+    With `static` among the modes, every attacked cell scores the model trained on clean beats plus
+    that attack's static set (paper 3.1), made against the source model: static and adaptive cells
+    share that checkpoint, so adaptive asks whether the paper's defence holds white-box. Without
+    `static`, adaptive cells attack the model trained on clean beats, and no static set is made.
     """
     graph = Graph()
     for cell in cells_of(cfg, keys.reg):
@@ -190,7 +193,7 @@ def plan(cfg: RunConfig, keys: Any) -> Graph:
         deps: list[str] = []
         if err is None:
             static_key = None
-            if cell.mode != "clean":
+            if trains_on_static(cfg, cell):
                 src = keys.train_spec(cell.dataset, cfg.source_model, None, cell.seed)
                 graph.add(Task("train", src["key"], (), src))
                 st = keys.static_spec(cell.dataset, cell.attack, cell.seed, src["key"])
@@ -201,6 +204,11 @@ def plan(cfg: RunConfig, keys: Any) -> Graph:
         spec = {"cell": _cell_dict(cell), "path": str(cell.path(cfg.out)), "cell_key": keys.cell_key(cell)}
         graph.add(Task("cell", f"cell:{cell.label}", tuple(deps), spec, err))
     return graph
+
+
+def trains_on_static(cfg: RunConfig, cell: Cell) -> bool:
+    """Whether the cell's model is trained on clean plus static attacked beats (the paper's defence)."""
+    return cell.mode != "clean" and "static" in cfg.modes
 
 
 def _cell_dict(cell: Cell) -> dict:

@@ -27,7 +27,7 @@ from ecgbench import log, metrics
 from ecgbench.api import Attack, Beats, PluginError
 from ecgbench.contracts import TOL, check_adversarial, check_beats, check_logits
 from ecgbench.data import Splits, load_beats, prepare
-from ecgbench.plan import Cell, RunConfig, Task, build_attack, parse_attack, seed_profile
+from ecgbench.plan import Cell, RunConfig, Task, build_attack, parse_attack, seed_profile, trains_on_static
 from ecgbench.profiles import Profile
 from ecgbench.registry import Registry, RegistryError, registry as default_registry
 from ecgbench.store import (Damaged, cache_key, discard, entry_lock, load_arrays, load_entry, read_cell, save_arrays,
@@ -194,7 +194,8 @@ class Keys:
             digest = self.data(cell.dataset, cell.seed).settings["beats"]
         except Exception:  # noqa: BLE001 - a dataset that fails to load fails the run before any cell
             digest = None
-        return cache_key("cell", asdict(cell), self.cfg.split, self.profile(cell.seed).as_dict(), versions, digest)
+        defended = [] if trains_on_static(self.cfg, cell) or cell.mode == "clean" else ["trained on clean beats"]
+        return cache_key("cell", asdict(cell), self.cfg.split, self.profile(cell.seed).as_dict(), versions, digest, *defended)
 
 
 def _subset_key(attack: Attack, p: Profile) -> list:
@@ -399,7 +400,7 @@ class Worker:
         ds, s = ctx.dataset, ctx.splits
         attack = build_attack(cell.attack, p, self.reg, cell.eps) if cell.attack else None
         static_spec = None
-        if attack is not None:
+        if attack is not None and trains_on_static(self.cfg, cell):
             src = self.keys.train_spec(cell.dataset, self.cfg.source_model, None, cell.seed)
             static_spec = self.keys.static_spec(cell.dataset, cell.attack, cell.seed, src["key"])
         net, info, key = self.trained(self.keys.train_spec(cell.dataset, cell.model, static_spec["key"] if static_spec else None,
@@ -409,7 +410,8 @@ class Worker:
         x_clean, y = s.test.x[idx], s.test.y[idx]
         clean_logits = self._logits(net, x_clean, cell.model, len(ds.classes))
         clean_pred = clean_logits.argmax(1)
-        result: dict[str, Any] = {"train": info, "checkpoint": key, "classes": list(ds.classes)}
+        result: dict[str, Any] = {"train": info, "checkpoint": key, "classes": list(ds.classes),
+                                  "trained_on": f"clean + {cell.attack} static set" if static_spec else "clean"}
         if sub is not None:
             result["eval_index"] = sub.tolist()
         if cell.mode == "clean":

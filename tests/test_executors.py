@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+RAY = os.environ.get("ECGBENCH_TEST_RAY_ADDRESS")  # .ci/run starts a local Ray instance; else each test starts its own
 MATRIX = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya", "--attacks", "fgsm", "--modes", "static,adaptive",
           "--profile", "smoke", "--source", "kachuee", "--threads", "1", "--no-progress"]
 TIMING = ("seconds", "seconds_per_epoch")
@@ -60,7 +61,8 @@ def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_seria
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache),
            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *MATRIX, "--executor", "ray", "--out", str(out)], env=env,
+    where = ["--ray-address", RAY] if RAY else []
+    proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *MATRIX, "--executor", "ray", *where, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((out / "cells").rglob("*.json"))) < 2:
@@ -85,7 +87,10 @@ def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, d
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    if RAY:
+        ray.init(address=RAY)
+    else:
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
         cfg = RunConfig(datasets=["mitbih"], models=["kachuee", "acharya"], attacks=["fgsm"], profile=get_profile("smoke"),
                         out=tmp_path / "out", data_dir=data_dir, cache=tmp_path / "cache", modes=("static", "adaptive"),

@@ -75,6 +75,16 @@ def test_the_graph_holds_each_training_and_static_set_once(tmp_path, data_dir):
     assert all(any(graph.tasks[d].kind == "static" for d in t.deps) for t in static_cells)
 
 
+def test_without_the_static_mode_adaptive_cells_attack_the_clean_model(tmp_path, data_dir):
+    cfg = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee", "acharya"], attacks=["fgsm", "pgd"],
+                  modes=("adaptive",), source="kachuee")
+    graph = plan(cfg, Keys(cfg))
+    assert not graph.of_kind("static") and len(graph.of_kind("train")) == 2  # one clean training per model
+    with_static = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee"], attacks=["fgsm"], modes=("static", "adaptive"))
+    cell = Cell("mitbih", "kachuee", "fgsm", "adaptive")
+    assert Keys(cfg).cell_key(cell) != Keys(with_static).cell_key(cell)  # a different model: never served for the other
+
+
 def test_seeds_and_budgets_multiply_the_cells_and_change_every_key(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path / "cache", attacks=["fgsm", "boundary"], modes=("static", "adaptive"),
                   seeds=(0, 1), eps=(0.003, 0.01, 0.03))
