@@ -274,16 +274,20 @@ def _training_worker(value: str, device: str, batch: int, graphs: bool, seconds:
             pass
 
 
-def _processes(value: str, args: argparse.Namespace, k: int, graphs: bool) -> tuple[float, str]:
+def _processes(value: str, args: argparse.Namespace, k: int, graphs: bool, budget: Budget) -> tuple[float, str]:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(k), ctx.Queue()
     procs = [ctx.Process(target=_training_worker, args=(value, args.device, args.batch, graphs, args.seconds, barrier, out))
              for _ in range(k)]
     for p in procs:
         p.start()
-    results = [out.get(timeout=180) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    try:
+        results = [out.get(timeout=max(30.0, budget.left())) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
     errors = [e for _, _, e in results if e]
     if errors:
         raise RuntimeError(errors[0])
@@ -321,10 +325,10 @@ def section_concurrency(t: Table, args: argparse.Namespace, budget: Budget) -> N
     value = entry_points("models")[args.concurrency_model]
     graphs = args.device == "cuda"
     kinds: list[tuple[str, Callable[[int], tuple[float, str]]]] = [
-        (f"processes ({'graph' if graphs else 'eager'})", lambda k: _processes(value, args, k, graphs))]
+        (f"processes ({'graph' if graphs else 'eager'})", lambda k: _processes(value, args, k, graphs, budget))]
     if graphs:
         kinds += [("streams (graph)", lambda k: _streams(value, args, k)),
-                  ("processes (eager)", lambda k: _processes(value, args, k, False))]
+                  ("processes (eager)", lambda k: _processes(value, args, k, False, budget))]
     for label, run in kinds:
         for k in args.concurrency:
             if budget.left() < args.seconds + 20:
