@@ -7,7 +7,8 @@ Kachuee's fp32 training step took 14.95 ms with Conv1d, 3.33 ms with the same la
 
 - `convert` swaps every plain `nn.Conv1d`, `nn.ConvTranspose1d` and `nn.BatchNorm1d` for a module
   that holds the original's own Parameters and buffers (same names, same shapes) and runs it as the
-  2D operator on a [N, C, 1, L] view, channels-last by default. Checkpoints load either way.
+  2D operator on a [N, C, 1, L] view, channels-last by default, and `nn.Dropout` for one that draws
+  its mask in the plain model's element order. Checkpoints load either way.
 - `accelerate(model, device)` applies `convert` on CUDA only (ECGBENCH_ACCEL=0: never; =all: on the
   CPU too). On the CPU it is off by default, so CPU results stay bit-identical to the plain modules';
   there it measured no gain for Kachuee and Acharya and 1.2-1.5x for the BatchNorm models
@@ -28,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "Conv1dAs2d", "ConvTranspose1dAs2d", "BatchNorm1dAs2d", "convert", "accelerate", "enabled",
+    "Conv1dAs2d", "ConvTranspose1dAs2d", "BatchNorm1dAs2d", "ContiguousDropout", "convert", "accelerate", "enabled",
     "GraphedStep", "sync", "measure_attack",
 ]
 
@@ -135,8 +136,23 @@ class BatchNorm1dAs2d(nn.BatchNorm1d):
         return super().forward(_as_4d(x, self.channels_last)).squeeze(2)
 
 
+class ContiguousDropout(nn.Dropout):
+    """`nn.Dropout` that draws its mask over a contiguous copy of its input.
+
+    Dropout draws the mask in the input's memory order, so on a channels-last activation the same
+    seed would drop other elements than on the plain model's contiguous one; made contiguous first,
+    the accelerated model drops exactly the elements the plain one drops.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x.contiguous(), self.p, self.training, self.inplace)
+
+
 def _swap(module: nn.Module, channels_last: bool) -> nn.Module | None:
     kind = type(module)  # exact types: a subclass may have its own forward
+    if kind is nn.Dropout:
+        new = ContiguousDropout(module.p, module.inplace)  # type: ignore[arg-type]
+        return new.train(module.training)
     if kind is nn.Conv1d:
         return Conv1dAs2d(module, channels_last)  # type: ignore[arg-type]
     if kind is nn.ConvTranspose1d:
@@ -147,7 +163,8 @@ def _swap(module: nn.Module, channels_last: bool) -> nn.Module | None:
 
 
 def convert(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """Swap, in place, every plain Conv1d, ConvTranspose1d and BatchNorm1d for its 2D-kernel twin; returns `model`.
+    """Swap, in place, every plain Conv1d, ConvTranspose1d and BatchNorm1d for its 2D-kernel twin (and Dropout for
+    `ContiguousDropout`, so one seed drops the same elements); returns `model`.
 
     Parameters and buffers are the same tensor objects, so optimisers built before or after keep
     working, and `state_dict` keys and shapes do not change.

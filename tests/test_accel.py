@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.accel import BatchNorm1dAs2d, Conv1dAs2d, ConvTranspose1dAs2d, GraphedStep, accelerate, convert, enabled
+from ecgbench.accel import BatchNorm1dAs2d, ContiguousDropout, Conv1dAs2d, ConvTranspose1dAs2d, GraphedStep, accelerate, convert, enabled
 from ecgbench.registry import registry
 from ecgbench.train import build, classifier_step, default_optimizers, training_hooks
 
@@ -46,16 +46,6 @@ def float64() -> Iterator[None]:
     torch.set_default_dtype(saved)
 
 
-def _train_without_dropout(model: nn.Module) -> nn.Module:
-    """Train mode (BatchNorm on batch statistics) with dropout off: dropout draws its mask in the tensor's
-    memory order, so a channels-last activation gets another (equally distributed) mask from one seed."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.eval()
-    return model
-
-
 def _assert_close_by_norm(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float, what: str) -> None:
     """Each tensor of `b` within rtol of `a`'s in norm, or within rtol of the whole set's norm: a bias that feeds a
     BatchNorm has a gradient that is zero but for rounding, so only the second bound applies to it."""
@@ -67,7 +57,7 @@ def _assert_close_by_norm(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 
 def _swapped(model: nn.Module) -> int:
-    return sum(isinstance(m, (Conv1dAs2d, ConvTranspose1dAs2d, BatchNorm1dAs2d)) for m in model.modules())
+    return sum(isinstance(m, (Conv1dAs2d, ConvTranspose1dAs2d, BatchNorm1dAs2d, ContiguousDropout)) for m in model.modules())
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -79,7 +69,7 @@ def test_state_dict_keys_shapes_and_values_unchanged(name: str) -> None:
     # a checkpoint of either loads strictly into the other
     build(registry.get("models", name), 4, 280, seed=1).load_state_dict(b)
     convert(build(registry.get("models", name), 4, 280, seed=1)).load_state_dict(a)
-    n_1d = sum(type(m) in (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d) for m in plain.modules())
+    n_1d = sum(type(m) in (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.Dropout) for m in plain.modules())
     assert _swapped(fast) == n_1d and not any(type(m) in (nn.Conv1d, nn.ConvTranspose1d) for m in fast.modules())
 
 
@@ -94,13 +84,14 @@ def test_float32_logits_agree(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_same_function_and_gradients(name: str, mode: str, float64: None) -> None:
-    """Forward and backward agree in float64, in eval mode and in train mode (without dropout)."""
+    """Forward and backward agree in float64, in eval mode and in train mode (batch statistics, one dropout seed)."""
     plain, fast = _pair(name, torch.float64)
     x, y = _beats().double(), torch.arange(12) % 4
     grads = []
     for model in (plain, fast):
-        _train_without_dropout(model) if mode == "train" else model.eval()
+        model.train(mode == "train")
         xi = x.clone().requires_grad_(True)
+        torch.manual_seed(1)  # one dropout mask for both
         logits = model(xi)
         F.cross_entropy(logits, y).backward()
         grads.append((logits.detach(), xi.grad, {k: p.grad for k, p in model.named_parameters() if p.grad is not None}))
@@ -117,13 +108,13 @@ def test_own_training_hook_moves_the_same_way(name: str, float64: None) -> None:
     """One step of the model's own hook (ECG-ATK-GAN: D then G, frozen BN statistics, D's weights held) with SGD in
     place of its optimisers: SGD moves each parameter by lr * gradient, so equal moves mean equal gradients. The
     rate is small so that G's gradient, taken through the D just updated, is taken at nearly one point for both;
-    G's noise is drawn from one seed for both."""
+    G's noise and the dropout masks are drawn from one seed for both."""
     plain, fast = _pair(name, torch.float64)
     x, y = _beats(16).double(), torch.arange(16) % 4
     flag = torch.arange(16) % 2 if getattr(plain, "wants_attacked", False) else torch.zeros(16, dtype=torch.long)
     out = []
     for model in (plain, fast):
-        _train_without_dropout(model)
+        model.train()
         optimizers, step = training_hooks(model)
         sgd = [torch.optim.SGD([p for g in o.param_groups for p in g["params"]], lr=1e-4) for o in optimizers]
         torch.manual_seed(2)
