@@ -64,8 +64,8 @@ LABEL_EMBED = 50  # reference code
 
 def loss_atk(logits: torch.Tensor, flag: torch.Tensor, kappa: Sequence[float] = KAPPA) -> torch.Tensor:
     """Eq. 1: class-weighted cross-entropy, attacked (1) vs clean (0), averaged over the batch."""
-    w = torch.as_tensor(kappa, dtype=logits.dtype, device=logits.device)
-    return F.cross_entropy(logits, flag, weight=w, reduction="sum") / len(flag)
+    w = torch.where(flag == 1, float(kappa[1]), float(kappa[0])).to(logits.dtype)  # no host copy: CUDA-graph safe
+    return (F.cross_entropy(logits, flag, reduction="none") * w).sum() / len(flag)
 
 
 def loss_ary(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,9 +75,10 @@ def loss_ary(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def loss_mse(fake: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3: mean squared error to the clean beat, over the beats in `mask` (all if None); 0 if none."""
-    if mask is not None:
-        fake, target = fake[mask.bool()], target[mask.bool()]
-    return F.mse_loss(fake, target) if fake.numel() else fake.sum() * 0.0
+    if mask is None:
+        return F.mse_loss(fake, target)
+    w = mask.to(fake.dtype).view(-1, *([1] * (fake.dim() - 1)))  # a masked mean: no boolean indexing, no host sync
+    return ((fake - target) ** 2 * w).sum() / (w.sum() * fake[0].numel()).clamp_min(1)
 
 
 def loss_adv_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

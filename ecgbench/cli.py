@@ -102,6 +102,9 @@ def run_config(args: argparse.Namespace) -> "RunConfig":
     datasets = registry.select("datasets", o["dataset"])
     models = registry.select("models", o["models"])
     attacks = registry.select("attacks", o["attacks"]) if str(o["attacks"]).strip() else []
+    for option, chosen in (("--dataset", datasets), ("--models", models)):
+        if not chosen:
+            raise ValueError(f"{option} {o['dataset' if option == '--dataset' else 'models']!r}: names nothing to run; try 'all'")
     profile = get_profile(o["profile"], overrides or None)
     seeds = _number_list("--seeds", o["seeds"], int)
     eps = _number_list("--eps", o["eps"], float)

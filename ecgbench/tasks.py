@@ -32,6 +32,7 @@ from ecgbench.profiles import Profile
 from ecgbench.registry import Registry, RegistryError, registry as default_registry
 from ecgbench.store import (Damaged, cache_key, discard, entry_lock, load_arrays, load_entry, read_cell, save_arrays,
                             save_entry, warn_damaged, write_json)
+from ecgbench.accel import accelerate
 from ecgbench.train import fit, predict
 
 __all__ = ["DataContext", "Keys", "Worker", "DetectorAware", "DetectorAwareLoss", "code_hash", "resolve_device"]
@@ -277,7 +278,7 @@ class Worker:
                 log.info(f"trained {spec['model']} on {spec['dataset']}" + (f" + {spec['attack']} static set" if spec["attack"] else "")
                          + f": val balanced accuracy {info['val_balanced_accuracy']:.3f} ({info['seconds']:.1f} s)")
         net.load_state_dict(state)
-        net = net.to(self.device).eval()
+        net = accelerate(net.to(self.device), self.device).eval()  # CUDA's fast path; the CPU keeps the plain model
         self._remember(key, net, info)
         return net, info, key
 

@@ -95,7 +95,7 @@ def test_training_steps_lower_loss_on_real_beats(name: str, _real_beats: Beats) 
     before = _train_mode_loss(model, x, y)
     for _ in range(5):
         loss = step(x, y, torch.zeros_like(y), optimizers)
-        assert np.isfinite(loss)
+        assert np.isfinite(float(loss))
     assert _train_mode_loss(model, x, y) < before
 
 
