@@ -1,16 +1,19 @@
 """Throughput of every attack x back-end on one trained Kachuee model and one set of real beats.
 
-Skipped in the normal run (pytest's addopts has --benchmark-skip); run them with
-`pytest tests/test_bench_attacks.py --benchmark-only`. The model is Kachuee trained 3 epochs on
-~5,400 real MIT-BIH beats of 10 records (at most 1,700 per class); the beats are 256 held-out beats it
-classifies correctly, 64 per class, or 32 of them for the attacks that work one beat at a time.
+Not part of the test run (tests are collected from tests/ only, and addopts has --benchmark-skip); run
+them with `ECGBENCH_DATA=/path/to/data python -m pytest benchmarks/test_bench_attacks.py --benchmark-only`.
+The model is Kachuee trained 3 epochs on ~5,400 real MIT-BIH beats of 10 records (at most 1,700 per
+class); the beats are 256 held-out beats it classifies correctly, 64 per class, or 32 of them for the
+attacks that work one beat at a time and for Square (5,000 queries, up to 15,000 model calls a beat).
 Each result's `extra_info` holds n, beats/s, the success rate (share pushed to a wrong class within
 eps), the median L-inf of the fooled beats and the model queries per beat. One torch thread, so
 that other jobs on a shared machine disturb the numbers less; compare rows of one run only.
 """
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +23,21 @@ from ecgbench.registry import registry
 
 VALUE_RANGE = (0.0, 1.0)
 RECORDS = ["201", "203", "207", "208", "209", "213", "215", "223", "232", "233"]
-ONE_BEAT_AT_A_TIME = {("cw", "art"), ("boundary", "art"), ("hsj", "art")}  # ART's per-beat loops: 32 beats
-SLOW = {"boundary", "hsj", "apgd"} | {name for name, _ in ONE_BEAT_AT_A_TIME}  # one round, not three
+FEW_BEATS = {("cw", "art"), ("boundary", "art"), ("hsj", "art"), ("square", "art")}  # ART's per-beat loops, Square: 32 beats
+SLOW = {"boundary", "hsj", "apgd", "square"} | {name for name, _ in FEW_BEATS}  # one round, not three
+
+
+def _tests_conftest():
+    """tests/conftest.py loaded by path, so these benchmarks share its data and cache fixtures
+    (benchmarks/ has no conftest of its own)."""
+    spec = importlib.util.spec_from_file_location("ecgbench_tests_conftest", Path(__file__).resolve().parents[1] / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _tests_conftest()
+data_dir, cache_dir = _conftest.data_dir, _conftest.cache_dir
 
 
 def _cases() -> list:
@@ -39,6 +55,7 @@ def bench_setup(data_dir, cache_dir):
     from ecgbench.plugins.datasets.mitbih import MitBih
     from ecgbench.testing import train_reference
 
+    torch.set_num_threads(1)
     beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)
     train_idx, test_idx = stratified_split(beats.y, 0.3, 0)
     test = beats.take(test_idx)
@@ -56,7 +73,7 @@ def test_attack_throughput(benchmark, bench_setup, name, backend, variant):
 
     model, x, y = bench_setup
     attack = registry.get("attacks", name)(backend=backend, variant=variant)
-    if (name, attack.backend) in ONE_BEAT_AT_A_TIME:
+    if (name, attack.backend) in FEW_BEATS:
         x, y = x[::8], y[::8]
     counter = QueryCounter(model)
     rounds = 1 if name in SLOW else 3

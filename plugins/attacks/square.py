@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ecgbench.adapters import art_classifier, n_classes_of, to_numpy
-from ecgbench.api import Attack
+from ecgbench.api import Attack, PluginError
 
 from .seeding import seeded
 
@@ -25,6 +25,8 @@ __all__ = ["Square", "grid_side"]
 
 def grid_side(window: int, p_init: float) -> int:
     """Side of the square grid a beat is laid out on: it holds the beat and exceeds ART's largest square."""
+    if not 0 < p_init < 1:
+        raise ValueError(f"p_init must lie in (0, 1), got {p_init}")
     side = max(math.isqrt(window - 1) + 1, 2)
     while int(round(math.sqrt(p_init * side * side))) >= side:
         side += 1
@@ -62,6 +64,12 @@ class Square(Attack):
     costly = True
     defaults = {"eps": 0.01, "queries": 5000, "p_init": 0.8, "seed": 0}  # eps: paper 2.3
 
+    def __init__(self, backend: str | None = None, variant: str | None = None, **params: Any) -> None:
+        super().__init__(backend, variant, **params)
+        if not 0 < float(self.params["p_init"]) < 1 or int(self.params["queries"]) < 2:
+            raise PluginError(f"attack 'square': p_init must lie in (0, 1) and queries be at least 2, "
+                              f"got p_init {self.params['p_init']} and queries {self.params['queries']}")
+
     def run_art(self, model, x, y, value_range):
         from art.attacks.evasion import SquareAttack
 
@@ -73,7 +81,7 @@ class Square(Attack):
         grid = grid.view(n, channels, side, side)
         clf = art_classifier(_Grid(model, window), grid, n_classes_of(model, x), value_range)
         with seeded(int(self.params["seed"]), x.device):
-            attack = SquareAttack(clf, norm="inf", eps=self.eps, max_iter=max(int(self.params["queries"]) - 1, 0),
+            attack = SquareAttack(clf, norm="inf", eps=self.eps, max_iter=int(self.params["queries"]) - 1,
                                   p_init=float(self.params["p_init"]), nb_restarts=1, batch_size=max(n, 1), verbose=False)
             adv = attack.generate(to_numpy(grid), y=to_numpy(y).astype(int))
         adv = torch.as_tensor(adv, device=x.device, dtype=x.dtype).flatten(2)[..., :window]
