@@ -55,6 +55,8 @@ class Square(Attack):
     default), one restart. ART draws squares on images; a beat of L samples is laid out row by row on
     a ceil(sqrt(L))-sided grid (padding cells the model never sees), so a square is a run of short
     windows one grid row apart. `seed` seeds ART's draws (numpy's global generator).
+    Measured (the attack benchmark's Kachuee, 64 correctly classified MIT-BIH beats, one CPU thread):
+    5,000 queries fooled 15 within eps where PGD and APGD fooled 16 (none that they missed), 2.6 s a beat.
     Shapes: x [batch, channels, window] in the value range, y [batch]; returns x's shape.
     """
 
