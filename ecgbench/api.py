@@ -130,6 +130,8 @@ class Attack:
     name: ClassVar[str] = ""
     backends: ClassVar[tuple[str, ...]] = ("art",)
     bounded: bool = True  # may differ per back-end (cw@art is unbudgeted): read it off the instance
+    kind: ClassVar[str] = "gradient"  # "gradient" (needs the weights), "decision" (labels only) or "score" (logits only)
+    costly: bool = False  # thousands of model calls a beat: run on the stratified subset; may differ per back-end (cw@art)
     defaults: ClassVar[dict[str, Any]] = {"eps": 0.01}  # paper 2.3
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -86,7 +86,10 @@ def _step_seconds(keys: Keys, model: str, dataset: str, device: torch.device, ba
     cls = keys.reg.get("models", model)
     ds = keys.data(dataset, keys.cfg.seed_list()[0]).dataset
     if hasattr(train, "measure_step"):
-        return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3))
+        from ecgbench.accel import enabled
+
+        graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", False)  # as `fit` will train
+        return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
     net = train.build(cls, len(ds.classes), ds.window, 0).to(device)
     opts = net.configure_optimizers() if hasattr(net, "configure_optimizers") else train.default_optimizers(net)
     step = getattr(net, "training_step", None) or (lambda *a: train.classifier_step(net, *a))

@@ -99,10 +99,13 @@ def _schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[
             outcome.add(task, result)
 
 
-def execute(graph: Graph, todo: list[Task], cfg: RunConfig, worker: Any) -> Outcome:
-    """Run the cells in `todo` and what they need, with the executor `cfg.executor`."""
+def execute(graph: Graph, todo: list[Task], cfg: RunConfig, worker: Any, outcome: Outcome | None = None) -> Outcome:
+    """Run the cells in `todo` and what they need, with the executor `cfg.executor`.
+
+    `outcome` fills as tasks finish, so a caller that is interrupted still knows what was done.
+    """
     tasks = _order(graph, todo)
-    outcome = Outcome()
+    outcome = outcome if outcome is not None else Outcome()
     if not tasks:
         return outcome
     if cfg.executor == "serial":

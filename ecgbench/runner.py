@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ecgbench import log
-from ecgbench.executors import check_executor, execute
+from ecgbench.executors import Outcome, check_executor, execute
 from ecgbench.plan import MODES, Cell, Graph, RunConfig, build_attack, cells_of, parse_attack, plan
 from ecgbench.registry import Registry, registry as default_registry
 from ecgbench.store import read_json, write_json
@@ -88,11 +88,17 @@ class Runner:
             log.info(f"{n_cells} cells planned, {n_cells - len(todo)} already done; executor {self.cfg.executor}"
                      + (f" x {self.cfg.jobs}" if self.cfg.executor == "jobs" else ""))
             worker = Worker(self.cfg, keys=self.keys) if self.cfg.executor == "serial" else None
-            outcome = execute(graph, todo, self.cfg, worker)
+            outcome = Outcome()
+            try:
+                execute(graph, todo, self.cfg, worker, outcome)
+            except BaseException as exc:  # stopped: the invocation is still recorded, with what it finished
+                self._manifest(started, outcome.computed, n_cells - len(todo), kept_failures + outcome.failures,
+                               stopped=type(exc).__name__)
+                raise
             self.trainings, self.attack_calls = outcome.trainings, outcome.attack_calls
             return self._manifest(started, outcome.computed, n_cells - len(todo), kept_failures + outcome.failures)
 
-    def _manifest(self, started: float, done: int, skipped: int, failures: list[str]) -> dict:
+    def _manifest(self, started: float, done: int, skipped: int, failures: list[str], stopped: str | None = None) -> dict:
         path = self.cfg.out / "run.json"
         previous = read_json(path) if path.exists() else {}
         wall = time.time() - started
@@ -110,7 +116,7 @@ class Runner:
             "invocations": previous.get("invocations", []) + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
                  "cells_computed": done, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
-                 "command": cfg.command}],
+                 "command": cfg.command, **({"stopped": stopped} if stopped else {})}],
             "failures": failures,
         }
         write_json(path, manifest)

@@ -204,5 +204,7 @@ def test_a_stopped_run_says_how_to_resume_and_leaves_whole_files(tmp_path, data_
     for f in (out / "cells").rglob("*.json"):
         json.loads(f.read_text())
     assert not list(out.rglob("*.tmp")) and not list(cache.rglob("*.tmp"))
+    stopped = json.loads((out / "run.json").read_text())["invocations"][-1]  # the stopped invocation is recorded
+    assert stopped["stopped"] in ("Stopped", "KeyboardInterrupt") and stopped["cells_computed"] >= 1
     res = ecgbench(*args, cache=cache, data_dir=data_dir)
     assert res.returncode == 0 and len(list((out / "cells").rglob("*.json"))) == 5, res.stderr[-2000:]
