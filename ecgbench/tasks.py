@@ -147,8 +147,8 @@ class Keys:
             settings = {"dataset": dataset.settings(), "beats": digest, "split": self.cfg.split, "profile": _data_profile(p)}
             ctx = DataContext(dataset, splits, torch.as_tensor(splits.test.x)[:, None], settings)
             counts = splits.train.counts(len(dataset.classes))
-            want = min(p.train_cap or p.smote_target, p.smote_target)
-            ctx.notes = [f"{name}: {n} real {c} training beats, fewer than the {want} asked; using what there is"
+            want = min(p.train_cap, p.smote_target) if p.train_cap else 0  # a cap the class cannot fill
+            ctx.notes = [f"{name}: {n} real {c} training beats, fewer than the cap of {want}; using what there is"
                          for c, n in zip(dataset.classes, counts) if n < want]
             self._data[(name, seed)] = ctx
         return self._data[(name, seed)]
