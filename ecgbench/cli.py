@@ -11,9 +11,13 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ecgbench import __version__
 from ecgbench.registry import KINDS, registry
+
+if TYPE_CHECKING:
+    from ecgbench.plan import RunConfig
 
 DATA_ENV = "ECGBENCH_DATA"
 
@@ -84,7 +88,7 @@ def _resolve_run_options(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     return opts, overrides, file_cfg
 
 
-def run_config(args: argparse.Namespace) -> "RunConfig":
+def run_config(args: argparse.Namespace) -> RunConfig:
     """The run's configuration from the options (and `--config`), every value checked: a fault is one line."""
     from ecgbench.plan import MODES, RunConfig, build_attack
     from ecgbench.executors import check_executor

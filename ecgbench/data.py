@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgbench.api import Beats, Dataset, PluginError
-from ecgbench.store import Damaged, cache_key, discard, entry_lock, load_arrays, save_arrays, warn_damaged
+from ecgbench.store import cache_key, entry_lock, load_arrays, save_arrays, verified
 
 __all__ = [
     "cut_windows", "minmax", "stratified_split", "patient_split", "cap_per_class", "smote",
@@ -129,12 +129,7 @@ def load_beats(dataset: Dataset, cache: Path) -> tuple[Beats, float, bool]:
     key = cache_key(dataset.settings(), fingerprint(dataset.files()))
     path = cache / "beats" / f"{dataset.name}-{key}.npz"
     with entry_lock(path):
-        try:
-            a = load_arrays(path)
-        except Damaged as exc:
-            warn_damaged(exc)
-            discard(path)
-            a = None
+        a = verified(load_arrays, path)
         if a is not None:
             return Beats(a["x"], a["y"], a["groups"]), time.perf_counter() - start, True
         beats = dataset.load()

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "cache_key", "atomic_write", "write_json", "read_json", "save_arrays", "load_arrays", "cache_dir",
-    "Damaged", "save_entry", "load_entry", "discard", "entry_lock", "read_cell",
+    "Damaged", "save_entry", "load_entry", "discard", "entry_lock", "read_cell", "verified", "warn_damaged",
 ]
 
 
@@ -164,6 +164,16 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
             return {k: data[k] for k in data.files}
     except Exception as exc:  # noqa: BLE001 - a payload that passed its checksum but does not load is still damaged
         raise Damaged(path, f"unreadable arrays ({type(exc).__name__}: {exc})") from exc
+
+
+def verified(load: Callable[[Path], Any], path: Path) -> Any:
+    """`load(path)`, or None when the entry is absent or damaged; a damaged one is reported and deleted."""
+    try:
+        return load(path)
+    except Damaged as exc:
+        warn_damaged(exc)
+        discard(path)
+        return None
 
 
 def warn_damaged(exc: Damaged) -> None:

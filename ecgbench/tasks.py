@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
-import os
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -30,8 +29,8 @@ from ecgbench.data import Splits, load_beats, prepare
 from ecgbench.plan import Cell, RunConfig, Task, build_attack, parse_attack, seed_profile, trains_on_static
 from ecgbench.profiles import Profile
 from ecgbench.registry import Registry, RegistryError, registry as default_registry
-from ecgbench.store import (Damaged, cache_key, discard, entry_lock, load_arrays, load_entry, read_cell, save_arrays,
-                            save_entry, warn_damaged, write_json)
+from ecgbench.store import (Damaged, cache_key, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry,
+                            verified, warn_damaged, write_json)
 from ecgbench.accel import accelerate
 from ecgbench.train import fit, predict
 
@@ -283,19 +282,8 @@ class Worker:
         return net, info, key
 
     def _load_checkpoint(self, path: Path) -> tuple[dict | None, dict]:
-        try:
-            found = load_entry(path)
-            if found is None:
-                return None, {}
-            try:
-                state = torch.load(io.BytesIO(found[0]), map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - a checkpoint that passed its checksum but does not load
-                raise Damaged(path, f"not a loadable state_dict ({type(exc).__name__})") from exc
-            return state, found[1]["info"]
-        except Damaged as exc:
-            warn_damaged(exc)
-            discard(path)
-            return None, {}
+        found = verified(_read_checkpoint, path)
+        return found if found is not None else (None, {})
 
     def _remember(self, key: str, net: torch.nn.Module, info: dict) -> None:
         if len(self._nets) >= 4:
@@ -316,12 +304,7 @@ class Worker:
         path = self.cfg.cache / "attacked" / f"{attack.name}-{key}.npz"
         s, vr = ctx.splits, ctx.dataset.value_range
         with entry_lock(path):
-            try:
-                a = load_arrays(path)
-            except Damaged as exc:
-                warn_damaged(exc)
-                discard(path)
-                a = None
+            a = verified(load_arrays, path)
             if a is None:
                 src_model, _, _ = self.trained(self.keys.train_spec(spec["dataset"], spec["source"], None, spec["seed"]))
                 rng = np.random.default_rng(p.seed)
@@ -470,6 +453,18 @@ class Worker:
                                             torch.as_tensor(y[i:i + 2048], device=self.device)) for i in range(0, len(y), 2048)])
             out["similarity"] = similarity(g[:, 0].float().cpu().numpy(), x_clean)
         return out
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict] | None:
+    """A verified checkpoint entry as (state_dict, info); loaded with `weights_only=True`."""
+    found = load_entry(path)
+    if found is None:
+        return None
+    try:
+        state = torch.load(io.BytesIO(found[0]), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that passed its checksum but does not load
+        raise Damaged(path, f"not a loadable state_dict ({type(exc).__name__})") from exc
+    return state, found[1]["info"]
 
 
 class _Known(Exception):
