@@ -208,3 +208,32 @@ def test_a_stopped_run_says_how_to_resume_and_leaves_whole_files(tmp_path, data_
     assert stopped["stopped"] in ("Stopped", "KeyboardInterrupt") and stopped["cells_computed"] >= 1
     res = ecgbench(*args, cache=cache, data_dir=data_dir)
     assert res.returncode == 0 and len(list((out / "cells").rglob("*.json"))) == 5, res.stderr[-2000:]
+
+
+# -- run files and logs -----------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_config_example_runs_and_the_command_line_overrides_it(tmp_path, data_dir):
+    out = tmp_path / "out"
+    res = ecgbench("run", "--config", str(REPO / "examples" / "run.toml"), "--models", "kachuee", "--out", str(out),
+                   cache=tmp_path / "cache", data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["models"] == ["kachuee"]  # the command line won over the file's two models
+    assert run["attacks"] == ["fgsm", "pgd"] and run["modes"] == ["adaptive"]  # the rest came from the file
+    assert run["profile"]["epochs"] == 2 and run["profile"]["name"] != "smoke"  # a changed field renames the profile
+    assert sorted(p.name for p in (out / "cells" / "mitbih" / "kachuee").glob("*.json")) == [
+        "fgsm.adaptive.json", "none.clean.json", "pgd.adaptive.json"]
+
+
+def test_a_log_file_gets_timestamped_lines_not_progress_frames(tmp_path, data_dir):
+    res = ecgbench(*CLEAN, "--out", str(tmp_path / "o"), "--verbose",
+                   cache=tmp_path / "c", data_dir=data_dir)  # stderr is a pipe here, as in a log file
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stderr.splitlines()
+    assert "\r" not in res.stderr and lines
+    assert all(line[:8].count(":") == 2 and line[2] == ":" for line in lines), lines[:5]
+    assert any("clean accuracy" in line for line in lines) and any("epoch" in line for line in lines)  # --verbose: epochs
+    quiet = ecgbench(*CLEAN, "--out", str(tmp_path / "q"), "--quiet", cache=tmp_path / "c", data_dir=data_dir)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
