@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from ecgbench.executors import threads_per_task
 from ecgbench.plan import Cell, RunConfig, build_attack, plan
 from ecgbench.tasks import Keys, eval_index, resolve_device
 
@@ -128,8 +129,16 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     w = workload(cfg, keys)
     device = resolve_device(cfg.device)
     workers = cfg.jobs if cfg.executor == "jobs" else 1
-    step_s = {m: _step_seconds(keys, m, cfg.datasets[0], device, cfg.profile.batch_size) for m in w.steps} if calibrate else {}
-    beat_s = {a: _beat_seconds(keys, a, cfg.source_model, cfg.datasets[0], device) for a in w.attacked} if calibrate else {}
+    step_s: dict[str, float] = {}
+    beat_s: dict[str, float] = {}
+    if calibrate:  # with the torch threads each task will have, so N workers' speed is N x one task's
+        threads, before = threads_per_task(cfg, workers) or torch.get_num_threads(), torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            step_s = {m: _step_seconds(keys, m, cfg.datasets[0], device, cfg.profile.batch_size) for m in w.steps}
+            beat_s = {a: _beat_seconds(keys, a, cfg.source_model, cfg.datasets[0], device) for a in w.attacked}
+        finally:
+            torch.set_num_threads(before)
     rows = [[f"train {m}", w.trainings[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
@@ -146,7 +155,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     if calibrate:
         lines.append(f"estimated wall time: {_hours(serial)} with 1 worker; {_hours(serial / workers)} with "
                      f"{cfg.executor}{f' x {workers}' if workers > 1 else ''} (ideal sharing), on {device} "
-                     f"({torch.get_num_threads()} torch threads). Calibrated on untrained models and "
+                     f"({threads_per_task(cfg, workers) or torch.get_num_threads()} torch threads a task). Calibrated on untrained models and "
                      f"{CAL_BEATS} beats per attack; training is an upper bound where early stopping applies.")
     return "\n".join(lines)
 

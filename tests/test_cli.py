@@ -237,3 +237,21 @@ def test_a_log_file_gets_timestamped_lines_not_progress_frames(tmp_path, data_di
     assert any("clean accuracy" in line for line in lines) and any("epoch" in line for line in lines)  # --verbose: epochs
     quiet = ecgbench(*CLEAN, "--out", str(tmp_path / "q"), "--quiet", cache=tmp_path / "c", data_dir=data_dir)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "standard", "paper"])
+def test_a_dry_run_counts_the_graph_of_every_profile_and_writes_nothing(profile, tmp_path, data_dir, cache_dir):
+    out = tmp_path / "o"
+    res = ecgbench("run", "--models", "all", "--attacks", "all", "--profile", profile, "--dry-run", "--no-calibrate",
+                   "--out", str(out), cache=cache_dir, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"profile {profile}" in res.stdout and "trainings" in res.stdout and "train kachuee" in res.stdout
+    assert not out.exists()
+
+
+def test_a_calibrated_dry_run_estimates_the_wall_time(tmp_path, data_dir, cache_dir):
+    res = ecgbench("run", "--models", "kachuee,acharya", "--attacks", "fgsm,boundary", "--profile", "smoke", "--dry-run",
+                   "--executor", "jobs", "--jobs", "2", "--out", str(tmp_path / "o"), cache=cache_dir, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ms/step" in res.stdout and "ms/beat" in res.stdout
+    assert "estimated wall time:" in res.stdout and "with jobs x 2" in res.stdout
