@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from ecgbench.executors import threads_per_task
 from ecgbench.plan import Cell, RunConfig, build_attack, plan
-from ecgbench.tasks import Keys, eval_index, resolve_device
+from ecgbench.keys import Keys, eval_index, resolve_device
 
 __all__ = ["dry_run", "Workload", "workload"]
 

@@ -1,7 +1,7 @@
 """The plan: a run's configuration -> a graph of keyed tasks (train, make a static set, score a cell).
 
-Each task is a pure function of its inputs (`ecgbench.tasks`), named by the content key the cache
-already uses, so equal keys are one task however many cells need it. Executors
+Each task is a pure function of its inputs (`ecgbench.tasks`), named by its content key
+(`ecgbench.keys`), so equal keys are one task however many cells need it. Executors
 (`ecgbench.executors`) run the graph; the store on disk is the only truth.
 """
 from __future__ import annotations

@@ -30,7 +30,9 @@ from ecgbench.executors import Outcome, check_executor, execute
 from ecgbench.plan import MODES, Cell, Graph, RunConfig, build_attack, cells_of, parse_attack, plan
 from ecgbench.registry import Registry, registry as default_registry
 from ecgbench.store import read_json, write_json
-from ecgbench.tasks import DetectorAware, DetectorAwareLoss, Keys, Worker, read_done, resolve_device
+from ecgbench.detect import DetectorAware, DetectorAwareLoss
+from ecgbench.keys import Keys, resolve_device
+from ecgbench.tasks import Worker, read_done
 
 __all__ = ["Cell", "RunConfig", "Runner", "RunLocked", "parse_attack", "build_attack", "plan", "cells_of", "MODES",
            "DetectorAware", "DetectorAwareLoss", "machine"]

@@ -10,12 +10,12 @@ notebook uses the same functions:
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io
 import sys
+import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,195 +23,20 @@ import numpy as np
 import torch
 
 from ecgbench import log, metrics
-from ecgbench.api import Attack, Beats, PluginError
-from ecgbench.contracts import TOL, check_adversarial, check_beats, check_logits
-from ecgbench.data import Splits, load_beats, prepare
-from ecgbench.plan import Cell, RunConfig, Task, build_attack, parse_attack, seed_profile, trains_on_static
-from ecgbench.profiles import Profile
-from ecgbench.registry import Registry, RegistryError, registry as default_registry
-from ecgbench.store import (Damaged, cache_key, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry,
-                            verified, warn_damaged, write_json)
 from ecgbench.accel import accelerate
+from ecgbench.api import Attack, Beats
+from ecgbench.contracts import TOL, check_adversarial, check_logits
+from ecgbench.detect import DetectorAware, DetectorAwareLoss
+from ecgbench.errors import Known, one_line
+from ecgbench.keys import DataContext, Keys, code_hash, eval_index, resolve_device
+from ecgbench.plan import Cell, RunConfig, Task, build_attack, trains_on_static
+from ecgbench.profiles import Profile
+from ecgbench.registry import Registry
+from ecgbench.store import Damaged, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry, verified, warn_damaged, write_json
 from ecgbench.train import fit, predict
 
-__all__ = ["DataContext", "Keys", "Worker", "DetectorAware", "DetectorAwareLoss", "code_hash", "resolve_device"]
-
-
-class DetectorAwareLoss(torch.nn.CrossEntropyLoss):
-    """What a detector-aware gradient attack maximises: the classifier's cross-entropy minus the detector's margin.
-
-    On DetectorAware's K+1 logits: CE over the K classes, minus relu(d_attacked - d_clean), so the
-    ascent raises the loss of the true class while pushing the beat back under the detector's
-    threshold (Carlini & Wagner 2017, section 5). A CrossEntropyLoss subclass, so ART hands it
-    index labels; used by the ART gradient attacks (`adapters.art_classifier`).
-    """
-
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        z, flag_margin = logits[:, :-1], logits[:, -1] - logits[:, :-1].max(1).values
-        return torch.nn.functional.cross_entropy(z, y.long()) - torch.relu(flag_margin).mean()
-
-
-class DetectorAware(torch.nn.Module):
-    """Classifier and detector as one K+1-way model: class K ("detected") wins when the detector fires.
-
-    Logit K is max_j z_j + (d_attacked - d_clean), Carlini & Wagner's (2017) construction, so an
-    untargeted attack on this model must cross a class boundary without tripping the detector.
-    ART's gradient attacks maximise `attack_loss`, which never rewards a step into class K; the
-    other attacks see only the K+1 logits and may end in K, where the beat counts as robust.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.attack_loss = DetectorAwareLoss()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z, d = self.model(x), self.model.detect(x)
-        return torch.cat([z, (z.max(1).values + d[:, 1] - d[:, 0])[:, None]], 1)
-
-
-def code_hash(obj: Any) -> str:
-    """Hash of the source file that defines a plugin, so editing a plugin invalidates its cached results."""
-    try:
-        return cache_key(Path(inspect.getsourcefile(obj) or "").read_text())
-    except (OSError, TypeError):
-        return "unknown"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available on this machine")
-    return torch.device(name)
-
-
-def beats_digest(beats: Beats) -> str:
-    """Content hash of the beats: what the checkpoints and cells were computed from, on any machine."""
-    h = hashlib.sha256()
-    for a in (beats.x, beats.y, beats.groups.astype(str)):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class DataContext:
-    dataset: Any
-    splits: Splits
-    x_test: torch.Tensor
-    settings: dict
-    notes: list[str] = field(default_factory=list)
-
-
-def _data_profile(p: Profile) -> dict:
-    return {k: getattr(p, k) for k in ("subset", "train_cap", "test_cap", "folds", "val_fraction", "seed")}
-
-
-def _train_profile(p: Profile) -> list:
-    extra = [getattr(p, "patience", None)] if getattr(p, "patience", None) is not None else []
-    return [p.epochs, p.batch_size, p.smote_target, *extra]
-
-
-class Keys:
-    """Loads and checks each dataset once, then names every task by its content key."""
-
-    def __init__(self, cfg: RunConfig, reg: Registry | None = None) -> None:
-        self.cfg, self.reg = cfg, reg or default_registry
-        self._beats: dict[str, tuple[Any, Beats, str]] = {}
-        self._data: dict[tuple[str, int], DataContext] = {}
-
-    def profile(self, seed: int) -> Profile:
-        return seed_profile(self.cfg.profile, seed)
-
-    def beats(self, name: str) -> tuple[Any, Beats, str]:
-        """The dataset's beats, read (or served from a verified cache) and checked: a fault stops the run here."""
-        if name not in self._beats:
-            p = self.cfg.profile
-            cls = self.reg.get("datasets", name)
-            records = getattr(cls, "smoke_records", None) if p.subset else None
-            dataset = cls(self.cfg.data_dir, records=records)
-            beats, seconds, hit = load_beats(dataset, self.cfg.cache)
-            check_beats(beats, name, dataset.window, len(dataset.classes), dataset.value_range)
-            log.info(f"{name}: {len(beats)} beats loaded in {seconds:.2f} s ({'cache' if hit else 'raw records'})")
-            self._beats[name] = (dataset, beats, beats_digest(beats))
-        return self._beats[name]
-
-    def data(self, name: str, seed: int) -> DataContext:
-        """Split, caps and folds for one seed (the split and the caps are drawn with it)."""
-        if (name, seed) not in self._data:
-            dataset, beats, digest = self.beats(name)
-            p = self.profile(seed)
-            splits = prepare(dataset, beats, self.cfg.split, seed=p.seed, train_cap=p.train_cap, test_cap=p.test_cap,
-                             n_folds=p.folds, val_fraction=p.val_fraction)
-            settings = {"dataset": dataset.settings(), "beats": digest, "split": self.cfg.split, "profile": _data_profile(p)}
-            ctx = DataContext(dataset, splits, torch.as_tensor(splits.test.x)[:, None], settings)
-            counts = splits.train.counts(len(dataset.classes))
-            want = min(p.train_cap, p.smote_target) if p.train_cap else 0  # a cap the class cannot fill
-            ctx.notes = [f"{name}: {n} real {c} training beats, fewer than the cap of {want}; using what there is"
-                         for c, n in zip(dataset.classes, counts) if n < want]
-            self._data[(name, seed)] = ctx
-        return self._data[(name, seed)]
-
-    def problem(self, cell: Cell) -> str | None:
-        """Why a cell cannot run at all (a plugin that does not load or an attack that does not build), else None."""
-        try:
-            self.reg.get("models", cell.model)
-            if cell.mode != "clean":
-                self.reg.get("models", self.cfg.source_model)
-            if cell.attack:
-                build_attack(cell.attack, self.profile(cell.seed), self.reg, cell.eps)
-        except Exception as exc:  # noqa: BLE001 - reported in the cell, the run goes on
-            return one_line(exc, cell, self.reg)
-        return None
-
-    def train_spec(self, dataset: str, model: str, static_key: str | None, seed: int, attack: str | None = None) -> dict:
-        ctx, p = self.data(dataset, seed), self.profile(seed)
-        entry = self.reg.entry("models", model)
-        key = cache_key("model", ctx.settings, model, entry.value, entry.version, code_hash(self.reg.get("models", model)),
-                        static_key, *_train_profile(p))
-        return {"key": key, "dataset": dataset, "model": model, "seed": seed, "static_key": static_key,
-                "attack": attack if static_key else None}
-
-    def static_spec(self, dataset: str, attack: str, seed: int, source_key: str) -> dict:
-        ctx, p = self.data(dataset, seed), self.profile(seed)
-        a = build_attack(attack, p, self.reg)
-        key = cache_key("static", ctx.settings, source_key, a.config(), code_hash(type(a)), p.static_train_cap,
-                        *_subset_key(a, p))
-        return {"key": key, "dataset": dataset, "attack": attack, "seed": seed, "source": self.cfg.source_model,
-                "source_key": source_key}
-
-    def cell_key(self, cell: Cell) -> str:
-        """Everything that changes a cell's answer; a cell file with another key is stale and recomputed."""
-        plugins = [(k, n) for k, n in (("datasets", cell.dataset), ("models", cell.model), ("models", self.cfg.source_model),
-                                       ("attacks", parse_attack(cell.attack)[0] if cell.attack else None)) if n]
-        versions = []
-        for kind, name in plugins:
-            try:
-                versions.append((name, self.reg.entry(kind, name).version, code_hash(self.reg.get(kind, name))))
-            except RegistryError:
-                versions.append((name, "unloadable"))
-        try:
-            digest = self.data(cell.dataset, cell.seed).settings["beats"]
-        except Exception:  # noqa: BLE001 - a dataset that fails to load fails the run before any cell
-            digest = None
-        defended = [] if trains_on_static(self.cfg, cell) or cell.mode == "clean" else ["trained on clean beats"]
-        return cache_key("cell", asdict(cell), self.cfg.split, self.profile(cell.seed).as_dict(), versions, digest, *defended)
-
-
-def _subset_key(attack: Attack, p: Profile) -> list:
-    cap = getattr(p, "costly_test_cap", None)
-    return [cap] if cap and getattr(attack, "costly", False) else []
-
-
-def eval_index(y: np.ndarray, attack: Attack | None, p: Profile) -> np.ndarray | None:
-    """The fixed stratified subset of test beats a costly attack runs on (`costly_test_cap`), or None for all."""
-    cap = getattr(p, "costly_test_cap", None)
-    if attack is None or not cap or not getattr(attack, "costly", False) or len(y) <= cap:
-        return None
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(y)), train_size=cap, random_state=p.seed, stratify=y)
-    return np.sort(idx)
+__all__ = ["Worker", "read_done", "summary", "Keys", "DataContext", "DetectorAware", "DetectorAwareLoss", "code_hash",
+           "resolve_device", "one_line"]
 
 
 class Worker:
@@ -362,16 +187,14 @@ class Worker:
         """Attack and score one cell, write its file atomically, and return its record (failed cells too)."""
         cell = Cell(**spec["cell"])
         record: dict[str, Any] = {"cell": asdict(cell), "key": spec["cell_key"]}
-        import time
-
         t0 = time.perf_counter()
         try:
             if error is not None:
-                raise _Known(error)
+                raise Known(error)
             record.update(self.evaluate(cell), status="ok")
         except KeyboardInterrupt:
             raise
-        except _Known as exc:
+        except Known as exc:
             record.update(status="failed", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the run
             record.update(status="failed", error=one_line(exc, cell, self.reg), traceback=traceback.format_exc())
@@ -467,10 +290,6 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict] | None:
     return state, found[1]["info"]
 
 
-class _Known(Exception):
-    """A failure already put in one line (a plugin that did not load, a task this one needed that failed)."""
-
-
 def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:
     """The cell file at `path` if it holds this key's answer (and is ok, with `retry_failed`); a damaged one is deleted."""
     if not path.exists():
@@ -510,34 +329,6 @@ def _examples(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, n_classes: int) -
     idx = [int(np.flatnonzero(y == c)[0]) for c in range(n_classes) if (y == c).any()]
     return {"index": idx, "y": [int(y[i]) for i in idx],
             "clean": np.round(x[idx], 5).tolist(), "evaluated": np.round(x_adv[idx], 5).tolist()}
-
-
-def one_line(exc: BaseException, cell: Cell, reg: Registry) -> str:
-    """The error in one line, naming the plugin at fault and its distribution."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, (RegistryError, _Known)):
-        return msg
-    for kind, name in (("models", cell.model), ("attacks", parse_attack(cell.attack)[0] if cell.attack else None), ("datasets", cell.dataset)):
-        if name is None:
-            continue
-        try:
-            entry = reg.entry(kind, name)
-        except RegistryError:
-            continue
-        if isinstance(exc, PluginError) and msg.startswith((f"{kind[:-1]} '{name}'", f"{kind[:-1]} {name!r}")):
-            return f"{msg} (from {entry.dist} {entry.version})"
-        if not isinstance(exc, PluginError) and _raised_in(exc, entry.value.split(":")[0]):
-            return f"{kind[:-1]} plugin {name!r} from {entry.dist} {entry.version} raised {type(exc).__name__}: {msg}"
-    return msg if isinstance(exc, PluginError) else f"{type(exc).__name__}: {msg}"
-
-
-def _raised_in(exc: BaseException, module: str) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").startswith(module):
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def summary(cell: Cell, record: dict) -> str:

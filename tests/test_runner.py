@@ -8,7 +8,7 @@ import pytest
 from ecgbench.profiles import PROFILES
 from ecgbench.plan import cells_of, plan
 from ecgbench.runner import Cell, RunConfig, Runner, parse_attack
-from ecgbench.tasks import Keys
+from ecgbench.keys import Keys
 from ecgbench.registry import registry
 
 
