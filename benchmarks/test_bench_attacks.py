@@ -11,9 +11,7 @@ that other jobs on a shared machine disturb the numbers less; compare rows of on
 """
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,17 +25,6 @@ FEW_BEATS = {("cw", "art"), ("boundary", "art"), ("hsj", "art"), ("square", "art
 SLOW = {"boundary", "hsj", "apgd", "square"} | {name for name, _ in FEW_BEATS}  # one round, not three
 
 
-def _tests_conftest():
-    """tests/conftest.py loaded by path, so these benchmarks share its data and cache fixtures
-    (benchmarks/ has no conftest of its own)."""
-    spec = importlib.util.spec_from_file_location("ecgbench_tests_conftest", Path(__file__).resolve().parents[1] / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _tests_conftest()
-data_dir, cache_dir = _conftest.data_dir, _conftest.cache_dir
 
 
 def _cases() -> list:

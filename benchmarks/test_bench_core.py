@@ -11,9 +11,7 @@ to see each model's paths side by side.
 """
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,20 +29,6 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODELS = registry.names("models")
 BATCH = 128  # paper 3.2
 cuda_only = pytest.mark.skipif(DEVICE.type != "cuda", reason="needs CUDA")
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    """ECGBENCH_DATA, else the `shared/data` folder beside the checkout."""
-    path = Path(os.environ.get("ECGBENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (path / "mitdb" / "RECORDS").exists():
-        pytest.skip(f"no MIT-BIH data at {path / 'mitdb'}; set ECGBENCH_DATA")
-    return path
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ecgbench-cache")
 
 
 def test_load_all_records_raw(benchmark, data_dir, tmp_path):

@@ -19,14 +19,6 @@ MATRIX = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya,shaker", "-
           "--modes", "static,adaptive", "--profile", "smoke", "--source", "kachuee", "--no-progress", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    path = Path(os.environ.get("ECGBENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (path / "mitdb" / "RECORDS").exists():
-        pytest.skip(f"no MIT-BIH data at {path}; set ECGBENCH_DATA")
-    return path
-
-
 def _run(args: list[str], data_dir: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache), "ECGBENCH_PLUGINS": "ecgbench"}
     res = subprocess.run([sys.executable, "-m", "ecgbench", *args], capture_output=True, text=True, env=env)
