@@ -255,3 +255,21 @@ def test_a_calibrated_dry_run_estimates_the_wall_time(tmp_path, data_dir, cache_
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ms/step" in res.stdout and "ms/beat" in res.stdout
     assert "estimated wall time:" in res.stdout and "with jobs x 2" in res.stdout
+
+
+def test_seeds_and_budgets_run_end_to_end_into_curves_and_spreads(tmp_path, data_dir, cache_dir):
+    out = tmp_path / "out"
+    res = ecgbench("run", "--models", "kachuee", "--attacks", "fgsm,boundary", "--modes", "adaptive", "--profile", "smoke",
+                   "--seeds", "0,1", "--eps", "0.003,0.01,0.03", "--no-progress", "--out", str(out), cache=cache_dir, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cells = [json.loads(p.read_text()) for p in (out / "cells").rglob("*.json")]
+    assert len(cells) == 2 * (1 + 3 + 1)  # per seed: clean, fgsm at 3 budgets, boundary once (judged at each eps)
+    assert {c["cell"]["seed"] for c in cells} == {0, 1}
+    boundary = [c for c in cells if c["cell"]["attack"] == "boundary"]
+    assert all(len(c["linf_found"]) == len(c["correct"]) for c in boundary)
+    fgsm = sorted((c for c in cells if c["cell"]["attack"] == "fgsm" and c["cell"]["seed"] == 0), key=lambda c: c["attack"]["eps"])
+    assert [c["attack"]["eps"] for c in fgsm] == [0.003, 0.01, 0.03]
+    assert all(c["perturbation"]["linf_max"] <= c["attack"]["eps"] + 1e-5 for c in fgsm)
+    md = (out / "leaderboard.md").read_text()
+    assert "±" in md  # mean and spread over the two seeds
+    assert list(out.glob("robust-curves-*.png")) and list(out.glob("auc-*.md"))
