@@ -1,7 +1,7 @@
 """Progress for people: tqdm bars on a terminal, plain timestamped lines in a log file.
 
-A run's output piped to a file holds one line per event (a cell done, a task started, an epoch every
-few epochs), never tqdm's carriage-return frames. `--quiet` keeps only warnings and errors;
+A run's output piped to a file holds one line per event (a dataset loaded, a model trained, a cell
+done, every 10th epoch), never tqdm's carriage-return frames. `--quiet` keeps only warnings and errors;
 `--verbose` adds every epoch.
 """
 from __future__ import annotations

@@ -92,8 +92,7 @@ class Worker:
                              attacked=static["train"] if static else None, attacked_source=static["source"] if static else None,
                              epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=self.device,
                              seed=p.seed, progress=log.interactive() and self.cfg.progress, **_fit_extras(p),
-                             on_epoch=lambda r, m=spec["model"]: log.detail(
-                                 f"train {m} fold {r['fold'] + 1} epoch {r['epoch']}: loss {r['loss']:.4f}, val {r['val_balanced_accuracy']:.3f}"))
+                             on_epoch=lambda r, m=spec["model"]: _log_epoch(m, r))
                 self.trainings += 1
                 state, info = result.state, result.info
                 buf = io.BytesIO()
@@ -288,6 +287,12 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict] | None:
     except Exception as exc:  # noqa: BLE001 - a checkpoint that passed its checksum but does not load
         raise Damaged(path, f"not a loadable state_dict ({type(exc).__name__})") from exc
     return state, found[1]["info"]
+
+
+def _log_epoch(model: str, r: dict) -> None:
+    """Every 10th epoch at the normal level (a log file shows a long training moving), every one with --verbose."""
+    line = f"train {model} fold {r['fold'] + 1} epoch {r['epoch']}: loss {r['loss']:.4f}, val {r['val_balanced_accuracy']:.3f}"
+    (log.info if r["epoch"] % 10 == 0 else log.detail)(line)
 
 
 def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:
