@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ecgbench import log
-from ecgbench.executors import Outcome, check_executor, execute
+from ecgbench.executors import Outcome, check_executor, execute, threads_per_task
 from ecgbench.plan import MODES, Cell, Graph, RunConfig, build_attack, cells_of, parse_attack, plan
 from ecgbench.registry import Registry, registry as default_registry
 from ecgbench.store import read_json, write_json
@@ -114,7 +114,8 @@ class Runner:
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
                          "tasks_per_gpu": cfg.tasks_per_gpu},
             "config": cfg.extra,
-            "machine": machine(self.device),
+            "machine": {**machine(self.device), "threads": threads_per_task(cfg, cfg.jobs if cfg.executor == "jobs" else 1)
+                        or torch.get_num_threads()},  # torch threads each task ran with
             "invocations": previous.get("invocations", []) + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
                  "cells_computed": done, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
