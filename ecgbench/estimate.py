@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from ecgbench.accel import enabled
 from ecgbench.executors import threads_per_task
 from ecgbench.plan import Cell, RunConfig, build_attack, plan
 from ecgbench.keys import Keys, eval_index, resolve_device
@@ -86,25 +87,8 @@ def _step_seconds(keys: Keys, model: str, dataset: str, device: torch.device, ba
 
     cls = keys.reg.get("models", model)
     ds = keys.data(dataset, keys.cfg.seed_list()[0]).dataset
-    if hasattr(train, "measure_step"):
-        from ecgbench.accel import enabled
-
-        graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", False)  # as `fit` will train
-        return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
-    net = train.build(cls, len(ds.classes), ds.window, 0).to(device)
-    opts = net.configure_optimizers() if hasattr(net, "configure_optimizers") else train.default_optimizers(net)
-    step = getattr(net, "training_step", None) or (lambda *a: train.classifier_step(net, *a))
-    x = torch.rand(batch, 1, ds.window, device=device)
-    y = torch.arange(batch, device=device) % len(ds.classes)
-    flag = torch.zeros(batch, dtype=torch.long, device=device)
-    net.train()
-    step(x, y, flag, opts)
-    t0 = time.perf_counter()
-    for _ in range(3):
-        step(x, y, flag, opts)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / 3
+    graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", False)  # as `fit` will train
+    return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
 
 
 def _beat_seconds(keys: Keys, spec: str, model: str, dataset: str, device: torch.device) -> float:

@@ -67,7 +67,7 @@ def _data_profile(p: Profile) -> dict:
 
 
 def _train_profile(p: Profile) -> list:
-    extra = [getattr(p, "patience", None)] if getattr(p, "patience", None) is not None else []
+    extra = [p.patience] if p.patience is not None else []
     return [p.epochs, p.batch_size, p.smote_target, *extra]
 
 
@@ -158,13 +158,12 @@ class Keys:
 
 
 def _subset_key(attack: Attack, p: Profile) -> list:
-    cap = getattr(p, "costly_test_cap", None)
-    return [cap] if cap and getattr(attack, "costly", False) else []
+    return [p.costly_test_cap] if p.costly_test_cap and getattr(attack, "costly", False) else []
 
 
 def eval_index(y: np.ndarray, attack: Attack | None, p: Profile) -> np.ndarray | None:
     """The fixed stratified subset of test beats a costly attack runs on (`costly_test_cap`), or None for all."""
-    cap = getattr(p, "costly_test_cap", None)
+    cap = p.costly_test_cap
     if attack is None or not cap or not getattr(attack, "costly", False) or len(y) <= cap:
         return None
     from sklearn.model_selection import train_test_split

@@ -10,7 +10,6 @@ notebook uses the same functions:
 """
 from __future__ import annotations
 
-import inspect
 import io
 import sys
 import time
@@ -91,7 +90,7 @@ class Worker:
                 result = fit(cls, len(ctx.dataset.classes), ctx.dataset.window, s.train, s.folds,
                              attacked=static["train"] if static else None, attacked_source=static["source"] if static else None,
                              epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=self.device,
-                             seed=p.seed, progress=log.interactive() and self.cfg.progress, **_fit_extras(p),
+                             seed=p.seed, progress=log.interactive() and self.cfg.progress, patience=p.patience,
                              on_epoch=lambda r, m=spec["model"]: _log_epoch(m, r))
                 self.trainings += 1
                 state, info = result.state, result.info
@@ -308,15 +307,6 @@ def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:
     if old.get("key") != key or (retry_failed and old.get("status") != "ok"):
         return None
     return old
-
-
-def _fit_extras(p: Profile) -> dict:
-    patience = getattr(p, "patience", None)
-    if patience is None:
-        return {}
-    if "patience" not in inspect.signature(fit).parameters:
-        raise ValueError(f"profile {p.name!r} sets patience, which this ecgbench's training harness does not take")
-    return {"patience": patience}
 
 
 def _bounded(attack: Attack) -> bool:
