@@ -4,9 +4,17 @@ Know before you spend: how many trainings and optimisation steps, how many beats
 perturbs and roughly how many model queries that takes, and, from a short calibration (a few
 training steps of each model, one small attack batch each, on this device), how long the run would
 take with the chosen executor. Nothing is written to the results folder.
+
+Attacks are timed on each attacked model after a few training steps on real beats, with the beats'
+labels set to the model's own predictions: an untrained net predicts one class everywhere, and on
+it a decision attack finds no starting point and stops at once (the first estimator timed Boundary
+at 0.85 ms a beat for 2,500 queries). Attacks with a large query budget are timed at a budget of
+about `CAL_QUERIES` a beat and scaled back linearly, an upper bound since attacks stop early on
+fooled beats.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +31,8 @@ from ecgbench.keys import Keys, eval_index, resolve_device
 __all__ = ["dry_run", "Workload", "workload"]
 
 CAL_BEATS = 32  # beats in the calibration attack batch (a quarter of it for costly attacks)
+CAL_STEPS = 20  # training steps on real, class-balanced beats before the attacks are timed
+CAL_QUERIES = 500  # query budget a beat that costly attacks are timed at; the time scales back linearly
 
 
 @dataclass
@@ -30,6 +40,7 @@ class Workload:
     trainings: dict[str, int]  # model -> trainings
     steps: dict[str, int]  # model -> optimisation steps, at most (early stopping may end sooner)
     attacked: dict[str, int]  # attack spec -> beats perturbed (static sets and adaptive cells)
+    attacked_on: dict[tuple[str, str], int]  # (attack spec, attacked model) -> beats perturbed
     queries: dict[str, int]  # attack spec -> model queries, roughly (forward or forward+backward passes)
     cells: int
     pending_cells: int
@@ -58,7 +69,7 @@ def _train_size(keys: Keys, spec: dict) -> int:
 
 def workload(cfg: RunConfig, keys: Keys, pending: set[str] | None = None) -> Workload:
     graph = plan(cfg, keys)
-    w = Workload({}, {}, {}, {}, len(graph.of_kind("cell")), len(pending) if pending is not None else len(graph.of_kind("cell")))
+    w = Workload({}, {}, {}, {}, {}, len(graph.of_kind("cell")), len(pending) if pending is not None else len(graph.of_kind("cell")))
     for task in graph.tasks.values():
         s = task.spec
         if task.kind == "train":
@@ -78,6 +89,8 @@ def workload(cfg: RunConfig, keys: Keys, pending: set[str] | None = None) -> Wor
             if task.kind == "static":
                 n += min(p.static_train_cap or len(ctx.splits.train), len(ctx.splits.train))
             w.attacked[spec] = w.attacked.get(spec, 0) + n
+            on = (spec, cell.model if cell else s["source"])
+            w.attacked_on[on] = w.attacked_on.get(on, 0) + n
             w.queries[spec] = w.queries.get(spec, 0) + n * queries_per_beat(attack.params)
     return w
 
@@ -91,21 +104,58 @@ def _step_seconds(keys: Keys, model: str, dataset: str, device: torch.device, ba
     return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
 
 
-def _beat_seconds(keys: Keys, spec: str, model: str, dataset: str, device: torch.device) -> float:
-    cfg = keys.cfg
-    seed = cfg.seed_list()[0]
-    ctx, p = keys.data(dataset, seed), keys.profile(seed)
-    attack = build_attack(spec, p, keys.reg)
+def scaled_budget(params: dict, cap: int) -> tuple[dict, float]:
+    """`params` with the query budget cut to about `cap` a beat, and the factor the time scales back by."""
+    full = queries_per_beat(params)
+    if full <= cap:
+        return params, 1.0
+    cut = dict(params)
+    budget_keys = [k for k in ("queries", "max_queries") if k in cut]
+    for key in budget_keys:
+        cut[key] = max(2, cap)
+    if not budget_keys and "max_iter" in cut:  # HopSkipJump, APGD: fewer iterations
+        cut["max_iter"] = max(1, int(cut["max_iter"] * cap / full))
+    return cut, full / queries_per_beat(cut)
+
+
+def _calibration_net(keys: Keys, model: str, dataset: str, device: torch.device) -> torch.nn.Module:
+    """`model` after CAL_STEPS training steps on real, class-balanced training beats, in eval mode."""
     from ecgbench import train
 
-    net = train.build(keys.reg.get("models", model), len(ctx.dataset.classes), ctx.dataset.window, 0).to(device).eval()
-    n = CAL_BEATS // 4 if getattr(attack, "costly", False) else CAL_BEATS  # seconds a beat: a few beats suffice
-    x = torch.as_tensor(ctx.splits.test.x[:n])[:, None].to(device)
-    y = torch.as_tensor(ctx.splits.test.y[:n], device=device)
+    seed = keys.cfg.seed_list()[0]
+    ctx, p = keys.data(dataset, seed), keys.profile(seed)
+    n_classes = len(ctx.dataset.classes)
+    net = train.build(keys.reg.get("models", model), n_classes, ctx.dataset.window, 0).to(device)
+    optimizers, step = train.training_hooks(net)
+    rng = np.random.default_rng(0)
+    pools = [np.flatnonzero(ctx.splits.train.y == c) for c in range(n_classes)]
+    pools = [q for q in pools if len(q)]
+    net.train()
+    for _ in range(CAL_STEPS):
+        idx = np.concatenate([rng.choice(q, p.batch_size // len(pools) + 1) for q in pools])[:p.batch_size]
+        x = torch.as_tensor(ctx.splits.train.x[idx], dtype=torch.float32, device=device)[:, None]
+        y = torch.as_tensor(ctx.splits.train.y[idx], dtype=torch.long, device=device)
+        step(x, y, torch.zeros_like(y), optimizers)
+    return net.eval()
+
+
+def _beat_seconds(keys: Keys, spec: str, net: torch.nn.Module, dataset: str, device: torch.device) -> float:
+    """Seconds an attack spends on a beat of `net`, timed on test beats labelled with net's own predictions."""
+    from ecgbench import train
+
+    seed = keys.cfg.seed_list()[0]
+    ctx = keys.data(dataset, seed)
+    attack = copy.copy(build_attack(spec, keys.profile(seed), keys.reg))
+    costly = getattr(attack, "costly", False)
+    attack.params, factor = scaled_budget(attack.params, CAL_QUERIES) if costly else (attack.params, 1.0)
+    n = CAL_BEATS // 4 if costly else CAL_BEATS  # seconds a beat: a few beats suffice
+    idx = np.random.default_rng(0).choice(len(ctx.splits.test), min(n, len(ctx.splits.test)), replace=False)
+    x = torch.as_tensor(ctx.splits.test.x[idx], dtype=torch.float32)[:, None].to(device)
+    y = torch.as_tensor(train.predict(net, x, device).argmax(1), device=device)  # every beat starts correct
     np.random.seed(0)
     t0 = time.perf_counter()
     attack(net, x, y, ctx.dataset.value_range)
-    return (time.perf_counter() - t0) / len(x)
+    return (time.perf_counter() - t0) / len(x) * factor
 
 
 def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) -> str:
@@ -115,22 +165,23 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     device = resolve_device(cfg.device)
     workers = cfg.jobs if cfg.executor == "jobs" else 1
     step_s: dict[str, float] = {}
-    beat_s: dict[str, float] = {}
+    pair_s: dict[tuple[str, str], float] = {}
     if calibrate:  # with the torch threads each task will have, so N workers' speed is N x one task's
         threads, before = threads_per_task(cfg, workers) or torch.get_num_threads(), torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             step_s = {m: _step_seconds(keys, m, cfg.datasets[0], device, cfg.profile.batch_size) for m in w.steps}
-            beat_s = {a: _beat_seconds(keys, a, cfg.source_model, cfg.datasets[0], device) for a in w.attacked}
+            nets = {m: _calibration_net(keys, m, cfg.datasets[0], device) for m in {m for _, m in w.attacked_on}}
+            pair_s = {(a, m): _beat_seconds(keys, a, nets[m], cfg.datasets[0], device) for a, m in w.attacked_on}
         finally:
             torch.set_num_threads(before)
     rows = [[f"train {m}", w.trainings[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
-    rows += [[f"attack {a}", "", f"{w.attacked[a]:,} beats, ~{w.queries[a]:,} queries",
-              f"{beat_s[a] * 1e3:.2f} ms/beat" if a in beat_s else "", _hours(w.attacked[a] * beat_s.get(a, math.nan))]
+    attack_s = {a: sum(n * pair_s.get((b, m), math.nan) for (b, m), n in w.attacked_on.items() if b == a) for a in w.attacked}
+    rows += [[f"attack {a}", "", f"{w.attacked[a]:,} beats, ~{w.queries[a]:,} queries", _per_beat(a, pair_s), _hours(attack_s[a])]
              for a in w.attacked]
-    serial = sum(w.steps[m] * step_s.get(m, math.nan) for m in w.steps) + sum(w.attacked[a] * beat_s.get(a, math.nan) for a in w.attacked)
+    serial = sum(w.steps[m] * step_s.get(m, math.nan) for m in w.steps) + sum(attack_s.values())
     lines = [
         f"dry run: {len(cfg.datasets)} dataset(s) x {len(cfg.models)} model(s) x {len(cfg.attacks)} attack(s), "
         f"profile {cfg.profile.name}, seeds {list(cfg.seed_list())}, device {device}",
@@ -140,9 +191,20 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     if calibrate:
         lines.append(f"estimated wall time: {_hours(serial)} with 1 worker; {_hours(serial / workers)} with "
                      f"{cfg.executor}{f' x {workers}' if workers > 1 else ''} (ideal sharing), on {device} "
-                     f"({threads_per_task(cfg, workers) or torch.get_num_threads()} torch threads a task). Calibrated on untrained models and "
-                     f"{CAL_BEATS} beats per attack ({CAL_BEATS // 4} for costly ones); training is an upper bound where early stopping applies.")
+                     f"({threads_per_task(cfg, workers) or torch.get_num_threads()} torch threads a task). Attacks timed on each attacked "
+                     f"model after {CAL_STEPS} training steps, {CAL_BEATS} beats each ({CAL_BEATS // 4} for costly ones, at "
+                     f"~{CAL_QUERIES} queries a beat, scaled to the full budget); training and costly attacks are upper bounds "
+                     f"where early stopping applies.")
     return "\n".join(lines)
+
+
+def _per_beat(attack: str, pair_s: dict[tuple[str, str], float]) -> str:
+    """The calibrated ms a beat of one attack, as a range over the models it attacks."""
+    ms = [v * 1e3 for (a, _), v in pair_s.items() if a == attack]
+    if not ms:
+        return ""
+    lo, hi = min(ms), max(ms)
+    return f"{lo:.2f} ms/beat" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f} ms/beat"
 
 
 def _hours(seconds: float) -> str:
