@@ -130,3 +130,41 @@ def test_detector_aware_loss_rewards_misclassification_and_penalises_detection()
     wrapped = DetectorAware(Toy())
     clf = art_classifier(wrapped, torch.zeros(1, 1, 8), 4, (0.0, 1.0))
     assert clf._loss is wrapped.attack_loss
+
+
+def test_a_detector_aware_model_with_shared_features_gives_the_same_logits_and_gradients_from_one_pass(data_dir, cache_dir):
+    """ECG-ATK-GAN's `classify_and_detect` gives what calling `forward` and `detect` gives, on real beats:
+    the same logits bit for bit; input gradients summed once at the shared features instead of
+    twice at the input, so equal to float rounding."""
+    import torch
+
+    from ecgbench.baselines.ecg_atk_gan import EcgAtkGan
+    from ecgbench.data import load_beats
+    from ecgbench.detect import DetectorAware
+    from ecgbench.plugins.datasets.mitbih import MitBih
+
+    beats, _, _ = load_beats(MitBih(data_dir, records=["100", "208"]), cache_dir)
+    torch.manual_seed(0)
+    net = EcgAtkGan(5, beats.x.shape[1]).eval()
+    x = torch.as_tensor(beats.x[::50][:64])[:, None]
+
+    class TwoPasses(torch.nn.Module):  # the same model without the fused method
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+        def detect(self, x):
+            return self.net.detect(x)
+
+    outs = []
+    for model in (DetectorAware(net), DetectorAware(TwoPasses())):
+        xi = x.clone().requires_grad_(True)
+        out = model(xi)
+        out.sum().backward()
+        outs.append((out.detach(), xi.grad))
+    assert outs[0][0].shape == (len(x), 6)
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert outs[0][1].abs().max() > 0 and torch.allclose(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-8)
