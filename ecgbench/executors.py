@@ -29,8 +29,11 @@ class Outcome:
     trainings: int = 0
     attack_calls: int = 0
     failures: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # per task run: what, where, when, how long
 
     def add(self, task: Task, result: dict) -> None:
+        if "timing" in result:
+            self.timeline.append({"task": task.label, "kind": task.kind, "status": result["status"], **result["timing"]})
         self.trainings += result.get("trainings", 0)
         self.attack_calls += result.get("attack_calls", 0)
         if task.kind == "cell":

@@ -94,13 +94,18 @@ class Runner:
             try:
                 execute(graph, todo, self.cfg, worker, outcome)
             except BaseException as exc:  # stopped: the invocation is still recorded, with what it finished
-                self._manifest(started, outcome.computed, n_cells - len(todo), kept_failures + outcome.failures,
+                self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures,
                                stopped=type(exc).__name__)
                 raise
             self.trainings, self.attack_calls = outcome.trainings, outcome.attack_calls
-            return self._manifest(started, outcome.computed, n_cells - len(todo), kept_failures + outcome.failures)
+            manifest = self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures)
+            inv = manifest["invocations"][-1]
+            if inv["busy"] is not None:
+                log.info(f"{len(inv['timeline'])} tasks in {inv['wall_seconds'] / 60:.1f} min; {inv['workers']} worker(s) "
+                         f"busy {inv['busy']:.0%} of it (per-task times: run.json)")
+            return manifest
 
-    def _manifest(self, started: float, done: int, skipped: int, failures: list[str], stopped: str | None = None) -> dict:
+    def _manifest(self, started: float, outcome: Outcome, skipped: int, failures: list[str], stopped: str | None = None) -> dict:
         path = self.cfg.out / "run.json"
         previous = read_json(path) if path.exists() else {}
         wall = time.time() - started
@@ -118,12 +123,21 @@ class Runner:
                         or torch.get_num_threads()},  # torch threads each task ran with
             "invocations": previous.get("invocations", []) + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
-                 "cells_computed": done, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
-                 "command": cfg.command, **({"stopped": stopped} if stopped else {})}],
+                 "cells_computed": outcome.computed, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
+                 "command": cfg.command, **({"stopped": stopped} if stopped else {}), **timeline(outcome, started, wall)}],
             "failures": failures,
         }
         write_json(path, manifest)
         return manifest
+
+
+def timeline(outcome: Outcome, started: float, wall: float) -> dict:
+    """Where an invocation's time went: each task's start (seconds from the invocation's start), duration
+    and worker, and `busy`, the share of the workers' wall time spent in tasks (idle workers show here)."""
+    tasks = [{**t, "started": round(t["started"] - started, 3), "seconds": round(t["seconds"], 3)} for t in outcome.timeline]
+    workers = len({t["worker"] for t in tasks})
+    busy = sum(t["seconds"] for t in tasks) / (wall * workers) if tasks and wall > 0 else None
+    return {"busy": None if busy is None else round(busy, 3), "workers": workers, "timeline": tasks}
 
 
 class run_lock:

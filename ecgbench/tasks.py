@@ -11,6 +11,8 @@ notebook uses the same functions:
 from __future__ import annotations
 
 import io
+import os
+import socket
 import sys
 import time
 import traceback
@@ -54,7 +56,7 @@ class Worker:
     # -- tasks ------------------------------------------------------------------------------------
     def run(self, task: Task) -> dict:
         """Run one task; returns what the driver needs to know (status, a summary line, counters)."""
-        before = (self.trainings, self.attack_calls)
+        before, started, t0 = (self.trainings, self.attack_calls), time.time(), time.perf_counter()
         if task.kind == "cell":
             record = self.cell(task.spec, task.error)
             out = {"status": record["status"], "summary": summary(Cell(**task.spec["cell"]), record),
@@ -69,6 +71,7 @@ class Worker:
                 cell = Cell(task.spec["dataset"], task.spec.get("model") or task.spec.get("source"), task.spec.get("attack"), "static")
                 out = {"status": "failed", "error": one_line(exc, cell, self.reg), "traceback": traceback.format_exc()}
         out["trainings"], out["attack_calls"] = self.trainings - before[0], self.attack_calls - before[1]
+        out["timing"] = {"started": started, "seconds": time.perf_counter() - t0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
         return out
 
     def trained(self, spec: dict) -> tuple[torch.nn.Module, dict, str]:

@@ -53,7 +53,24 @@ def test_jobs_executor_writes_the_serial_cells(serial, tmp_path, data_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     ours, theirs = cells(tmp_path / "out"), cells(serial)
     assert len(ours) == 6 and ours == theirs
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["executor"]["name"] == "jobs"
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["executor"]["name"] == "jobs"
+    assert_timeline(run["invocations"][-1], cells=6, trainings=4, static_sets=1, slots=2)
+
+
+def assert_timeline(inv: dict, cells: int, trainings: int, static_sets: int, slots: int) -> None:
+    """run.json's timeline holds every task the invocation ran, never more at once than the executor's slots."""
+    tl = inv["timeline"]
+    kinds = [t["kind"] for t in tl]
+    assert (kinds.count("cell"), kinds.count("train"), kinds.count("static")) == (cells, trainings, static_sets)
+    assert all(t["status"] == "ok" and 0 <= t["started"] and t["started"] + t["seconds"] <= inv["wall_seconds"] + 0.5 for t in tl)
+    edges = sorted([(t["started"], 1) for t in tl] + [(t["started"] + t["seconds"], -1) for t in tl], key=lambda e: (e[0], e[1]))
+    running, most = 0, 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert 1 <= inv["workers"] <= slots and most <= slots
+    assert 0 < inv["busy"] <= 1
 
 
 def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_serially(serial, tmp_path, data_dir):
