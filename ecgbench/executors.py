@@ -71,9 +71,14 @@ def _order(graph: Graph, todo: Iterable[Task]) -> list[Task]:
 
 def _schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[list[Any]], list[tuple[Any, dict]]],
               outcome: Outcome, slots: int) -> None:
-    """Start each task once the tasks it needs are done; a task whose dependency failed fails with its message."""
+    """Start each task once the tasks it needs are done; a task whose dependency failed fails with its message.
+
+    With several slots, ready trainings and static sets go before ready cells: they unblock further
+    work and are the long tasks, and the many short cells then fill the workers to the end (longest
+    first). One slot keeps the graph's order, so a serial run reports its first cells early.
+    """
     state: dict[str, str] = {}  # key -> "ok" | error message
-    waiting = list(tasks)
+    waiting = sorted(tasks, key=lambda t: t.kind == "cell") if slots > 1 else list(tasks)  # stable: graph order within
     running: dict[Any, Task] = {}
     while waiting or running:
         for task in list(waiting):

@@ -122,3 +122,44 @@ def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, d
 def test_a_wrong_executor_setting_is_one_line(tmp_path, data_dir):
     res = ecgbench(*MATRIX, "--executor", "jobs", "--jobs", "0", "--out", str(tmp_path / "o"), cache=tmp_path, data_dir=data_dir)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--jobs 0" in res.stderr
+
+
+def test_with_several_slots_ready_trainings_and_static_sets_start_before_ready_cells():
+    """Synthetic graph: two clean trainings, each with a cell; a static set needing the first, with a training
+    and a cell after it. Every task starts after what it needs; with two slots, no cell starts while
+    a training or static set is ready; with one slot, the graph's order is kept."""
+    from ecgbench.executors import Outcome, _schedule
+    from ecgbench.plan import Task
+
+    def t(kind, key, *deps):
+        return Task(kind, key, deps, {"cell": {"dataset": "d", "model": key, "attack": None, "mode": "clean", "seed": 0}}
+                    if kind == "cell" else {"dataset": "d", "model": key, "seed": 0})
+
+    graph = [t("train", "A"), t("cell", "cA", "A"), t("train", "B"), t("cell", "cB", "B"),
+             t("static", "S", "A"), t("train", "AS", "S"), t("cell", "cAS", "AS")]
+    deps = {g.key: g.deps for g in graph}
+    for slots in (2, 1):
+        started: list[str] = []
+        queue: list[str] = []
+        done: set[str] = set()
+
+        def submit(task):
+            if slots > 1 and task.kind == "cell":
+                ready = [g.key for g in graph if g.kind != "cell" and g.key not in started and set(g.deps) <= done]
+                assert not ready, f"cell {task.key} started while {ready} was ready"
+            started.append(task.key)
+            queue.append(task.key)
+            return task.key
+
+        def wait(handles):  # the oldest running task finishes first
+            key = queue.pop(0)
+            done.add(key)
+            return [(key, {"status": "ok", "summary": key})]
+
+        _schedule(graph, submit, wait, Outcome(), slots)
+        assert sorted(started) == sorted(deps)
+        assert all(started.index(d) < started.index(k) for k in started for d in deps[k])
+        if slots == 1:
+            assert started == [g.key for g in graph]
+        else:
+            assert started[:3] == ["A", "B", "S"]
