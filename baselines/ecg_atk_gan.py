@@ -234,11 +234,6 @@ class EcgAtkGan(Model):
         """Clean (0) vs attacked (1) logits (eq. 1 head)."""
         return self.discriminator.atk(self.discriminator.features(x))
 
-    def classify_and_detect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` and `detect` from one pass through D's features (the adaptive-detect mode calls both)."""
-        h = self.discriminator.features(x)
-        return self.discriminator.ary(h), self.discriminator.atk(h)
-
     def generate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """G(E'x, Ey, z) with fresh smoothed noise."""
         return self.generator(x, y)

@@ -27,9 +27,6 @@ class DetectorAware(torch.nn.Module):
     untargeted attack on this model must cross a class boundary without tripping the detector.
     ART's gradient attacks maximise `attack_loss`, which never rewards a step into class K; the
     other attacks see only the K+1 logits and may end in K, where the beat counts as robust.
-    A model whose classifier and detector share features may offer `classify_and_detect(x)`
-    returning both logits from one pass (ECG-ATK-GAN's heads on D's features): the same logits
-    (gradients equal to float rounding) at half the cost of calling `forward` and `detect`.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -38,6 +35,5 @@ class DetectorAware(torch.nn.Module):
         self.attack_loss = DetectorAwareLoss()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = getattr(self.model, "classify_and_detect", None)  # one pass through shared features, where offered
-        z, d = both(x) if both is not None else (self.model(x), self.model.detect(x))
+        z, d = self.model(x), self.model.detect(x)
         return torch.cat([z, (z.max(1).values + d[:, 1] - d[:, 0])[:, None]], 1)
