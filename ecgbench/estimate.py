@@ -18,14 +18,15 @@ import copy
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tabulate import tabulate
 
 from ecgbench.accel import enabled
-from ecgbench.executors import threads_per_task
-from ecgbench.plan import Cell, RunConfig, build_attack, plan
+from ecgbench.executors import needed, threads_per_task
+from ecgbench.plan import Cell, Graph, RunConfig, Task, build_attack, plan
 from ecgbench.keys import Keys, eval_index, resolve_device
 
 __all__ = ["dry_run", "Workload", "workload"]
@@ -67,10 +68,22 @@ def _train_size(keys: Keys, spec: dict) -> int:
     return int(n * share)
 
 
-def workload(cfg: RunConfig, keys: Keys, pending: set[str] | None = None) -> Workload:
+def remaining(cfg: RunConfig, keys: Keys, graph: Graph) -> tuple[list[Task], int]:
+    """What a run would still execute, as the executor would, and how many cells: the tasks its unfinished
+    cells need, less what the cache holds. Read-only: a damaged cell file counts as not done."""
+    from ecgbench.tasks import in_cache, is_done
+
+    todo = [t for t in graph.of_kind("cell")
+            if cfg.force or not is_done(Path(t.spec["path"]), t.spec["cell_key"], cfg.retry_failed)]
+    return needed(graph, todo, lambda t: in_cache(cfg.cache, t)), len(todo)
+
+
+def workload(cfg: RunConfig, keys: Keys) -> Workload:
+    """The work left in a run: a fresh run's whole plan, a resumed run's unfinished part."""
     graph = plan(cfg, keys)
-    w = Workload({}, {}, {}, {}, {}, len(graph.of_kind("cell")), len(pending) if pending is not None else len(graph.of_kind("cell")))
-    for task in graph.tasks.values():
+    tasks, pending = remaining(cfg, keys, graph)
+    w = Workload({}, {}, {}, {}, {}, len(graph.of_kind("cell")), pending)
+    for task in tasks:
         s = task.spec
         if task.kind == "train":
             p = keys.profile(s["seed"])
@@ -185,7 +198,8 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     lines = [
         f"dry run: {len(cfg.datasets)} dataset(s) x {len(cfg.models)} model(s) x {len(cfg.attacks)} attack(s), "
         f"profile {cfg.profile.name}, seeds {list(cfg.seed_list())}, device {device}",
-        f"{w.cells} cells, {sum(w.trainings.values())} trainings, {len(w.attacked)} attacks; nothing is written",
+        f"{w.cells} cells, {w.pending_cells} to compute: {sum(w.trainings.values())} trainings and {len(w.attacked)} "
+        f"attacks left (finished cells and cached checkpoints and attacked sets are not counted); nothing is written",
         tabulate(rows, headers=["task", "count", "work", "calibrated", "time (1 worker)"], tablefmt="github"),
     ]
     if calibrate:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from ecgbench import log
 from ecgbench.plan import Graph, RunConfig, Task
 
-__all__ = ["Outcome", "execute", "EXECUTORS", "threads_per_task"]
+__all__ = ["Outcome", "execute", "needed", "EXECUTORS", "threads_per_task"]
 
 EXECUTORS = ("serial", "jobs", "ray")
 
@@ -57,15 +57,22 @@ def pin_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _order(graph: Graph, todo: Iterable[Task]) -> list[Task]:
-    """The tasks to run and every task they need, in the graph's (dependency) order."""
+def needed(graph: Graph, todo: Iterable[Task], cached: Callable[[Task], bool] = lambda t: False) -> list[Task]:
+    """The tasks to run and every task they need, in the graph's (dependency) order.
+
+    A training or static set that is `cached` is left out, and so is what only it needed (a static
+    set in the cache needs no source model). A cached entry found damaged when loaded is recomputed
+    by the worker, which then makes what it needs on demand.
+    """
     need: set[str] = set()
     stack = [t.key for t in todo]
     while stack:
         key = stack.pop()
-        if key not in need:
-            need.add(key)
-            stack += graph.tasks[key].deps
+        task = graph.tasks[key]
+        if key in need or (task.kind != "cell" and cached(task)):
+            continue
+        need.add(key)
+        stack += task.deps
     return [t for k, t in graph.tasks.items() if k in need]
 
 
@@ -112,7 +119,9 @@ def execute(graph: Graph, todo: list[Task], cfg: RunConfig, worker: Any, outcome
 
     `outcome` fills as tasks finish, so a caller that is interrupted still knows what was done.
     """
-    tasks = _order(graph, todo)
+    from ecgbench.tasks import in_cache
+
+    tasks = needed(graph, todo, lambda t: in_cache(cfg.cache, t))
     outcome = outcome if outcome is not None else Outcome()
     if not tasks:
         return outcome

@@ -136,8 +136,8 @@ class Keys:
         a = build_attack(attack, p, self.reg)
         key = cache_key("static", ctx.settings, source_key, a.config(), code_hash(type(a)), p.static_train_cap,
                         *_subset_key(a, p))
-        return {"key": key, "dataset": dataset, "attack": attack, "seed": seed, "source": self.cfg.source_model,
-                "source_key": source_key}
+        return {"key": key, "dataset": dataset, "attack": attack, "attack_name": a.name, "seed": seed,
+                "source": self.cfg.source_model, "source_key": source_key}
 
     def cell_key(self, cell: Cell) -> str:
         """Everything that changes a cell's answer; a cell file with another key is stale and recomputed."""

@@ -36,7 +36,7 @@ from ecgbench.registry import Registry
 from ecgbench.store import Damaged, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry, verified, warn_damaged, write_json
 from ecgbench.train import fit, predict
 
-__all__ = ["Worker", "read_done", "summary", "Keys", "DataContext", "DetectorAware", "DetectorAwareLoss", "code_hash",
+__all__ = ["Worker", "read_done", "is_done", "in_cache", "checkpoint_path", "attacked_path", "summary", "Keys", "DataContext", "DetectorAware", "DetectorAwareLoss", "code_hash",
            "resolve_device", "one_line"]
 
 
@@ -82,7 +82,7 @@ class Worker:
             return net, info, key
         ctx, p = self.keys.data(spec["dataset"], spec["seed"]), self.keys.profile(spec["seed"])
         cls = self.reg.get("models", spec["model"])
-        path = self.cfg.cache / "checkpoints" / f"{spec['model']}-{key}.pt"
+        path = checkpoint_path(self.cfg.cache, spec["model"], key)
         net = cls(len(ctx.dataset.classes), ctx.dataset.window)
         with entry_lock(path):
             state, info = self._load_checkpoint(path)
@@ -127,7 +127,7 @@ class Worker:
             return self._static[1]
         ctx, p = self.keys.data(spec["dataset"], spec["seed"]), self.keys.profile(spec["seed"])
         attack = build_attack(spec["attack"], p, self.reg)
-        path = self.cfg.cache / "attacked" / f"{attack.name}-{key}.npz"
+        path = attacked_path(self.cfg.cache, attack.name, key)
         s, vr = ctx.splits, ctx.dataset.value_range
         with entry_lock(path):
             a = verified(load_arrays, path)
@@ -295,6 +295,36 @@ def _log_epoch(model: str, r: dict) -> None:
     """Every 10th epoch at the normal level (a log file shows a long training moving), every one with --verbose."""
     line = f"train {model} fold {r['fold'] + 1} epoch {r['epoch']}: loss {r['loss']:.4f}, val {r['val_balanced_accuracy']:.3f}"
     (log.info if r["epoch"] % 10 == 0 else log.detail)(line)
+
+
+def checkpoint_path(cache: Path, model: str, key: str) -> Path:
+    """Where a training task's checkpoint lives in the cache."""
+    return cache / "checkpoints" / f"{model}-{key}.pt"
+
+
+def attacked_path(cache: Path, attack: str, key: str) -> Path:
+    """Where a static task's attacked set lives in the cache."""
+    return cache / "attacked" / f"{attack}-{key}.npz"
+
+
+def in_cache(cache: Path, task: Task) -> bool:
+    """Whether a training's checkpoint or a static set is in the cache (present; it is verified when loaded)."""
+    if task.kind == "train":
+        path = checkpoint_path(cache, task.spec["model"], task.key)
+    elif task.kind == "static":
+        path = attacked_path(cache, task.spec["attack_name"], task.key)
+    else:
+        return False
+    return path.exists() and Path(f"{path}.meta.json").exists()
+
+
+def is_done(path: Path, key: str, retry_failed: bool) -> bool:
+    """Whether the cell file at `path` holds this key's answer; read-only (a damaged file is not done, and left alone)."""
+    try:
+        old = read_cell(path) if path.exists() else None
+    except Damaged:
+        return False
+    return old is not None and old.get("key") == key and not (retry_failed and old.get("status") != "ok")
 
 
 def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:

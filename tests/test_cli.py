@@ -277,3 +277,27 @@ def test_seeds_and_budgets_run_end_to_end_into_curves_and_spreads(tmp_path, data
     md = (out / "leaderboard.md").read_text()
     assert "±" in md  # mean and spread over the two seeds
     assert list(out.glob("robust-curves-*.png")) and list(out.glob("auc-*.md"))
+
+
+def test_a_dry_run_of_a_finished_or_resumed_run_counts_only_what_is_left(finished, tmp_path, data_dir):
+    """Finished cells, cached checkpoints and attacked sets are not counted again; the dry run changes nothing."""
+    import shutil
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    shutil.copytree(finished, out)
+    shutil.copytree(finished.parent / "cache", cache)
+    dry = [*RUN, "--out", str(out), "--dry-run", "--no-calibrate"]
+    res = ecgbench(*dry, cache=cache, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "10 cells, 0 to compute: 0 trainings and 0 attacks left" in res.stdout
+    (out / "cells" / "mitbih" / "kachuee" / "pgd.adaptive.json").unlink()  # one cell lost, its model still cached
+    before = sorted((p, p.stat().st_mtime_ns) for p in cache.rglob("*"))
+    res = ecgbench(*dry, cache=cache, data_dir=data_dir)
+    assert "10 cells, 1 to compute: 0 trainings and 1 attacks left" in res.stdout and "attack pgd" in res.stdout
+    for p in (cache / "checkpoints").glob("kachuee-*"):
+        p.unlink()  # and its checkpoints: now its training is counted again
+    res = ecgbench(*dry, cache=cache, data_dir=data_dir)
+    assert "10 cells, 1 to compute: 1 trainings and 1 attacks left" in res.stdout and "train kachuee" in res.stdout
+    assert sorted(p.name for p in (out / "cells").rglob("*.json")) == sorted(
+        p.name for p in (finished / "cells").rglob("*.json") if p.name != "pgd.adaptive.json" or "acharya" in str(p))
+    assert all(p.exists() for p, _ in before if "checkpoints" not in str(p))
