@@ -84,7 +84,8 @@ def _schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[
     work and are the long tasks, and the many short cells then fill the workers to the end (longest
     first). One slot keeps the graph's order, so a serial run reports its first cells early.
     """
-    state: dict[str, str] = {}  # key -> "ok" | error message
+    listed = {t.key for t in tasks}
+    state: dict[str, str] = {d: "ok" for t in tasks for d in t.deps if d not in listed}  # key -> "ok" | error; unlisted: cached
     waiting = sorted(tasks, key=lambda t: t.kind == "cell") if slots > 1 else list(tasks)  # stable: graph order within
     running: dict[Any, Task] = {}
     while waiting or running:

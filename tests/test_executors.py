@@ -163,3 +163,20 @@ def test_with_several_slots_ready_trainings_and_static_sets_start_before_ready_c
             assert started == [g.key for g in graph]
         else:
             assert started[:3] == ["A", "B", "S"]
+
+
+def test_a_task_whose_input_is_cached_runs_without_it():
+    """`needed` leaves out a cached static set and the source training only it needed; the scheduler then
+    starts the training that reads the set at once instead of waiting for the left-out task."""
+    from ecgbench.executors import Outcome, _schedule, needed
+    from ecgbench.plan import Graph, Task
+
+    graph = Graph()
+    for task in (Task("train", "src", (), {}), Task("static", "S", ("src",), {}), Task("train", "T", ("S",), {}),
+                 Task("cell", "c", ("T",), {"cell": {"dataset": "d", "model": "m", "attack": "a", "mode": "static", "seed": 0}})):
+        graph.add(task)
+    tasks = needed(graph, [graph.tasks["c"]], cached=lambda t: t.key == "S")
+    assert [t.key for t in tasks] == ["T", "c"]
+    started: list[str] = []
+    _schedule(tasks, lambda t: started.append(t.key) or t.key, lambda h: [(h[0], {"status": "ok", "summary": ""})], Outcome(), 2)
+    assert started == ["T", "c"]
