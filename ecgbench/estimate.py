@@ -29,7 +29,7 @@ from ecgbench.executors import needed, threads_per_task
 from ecgbench.plan import Cell, Graph, RunConfig, Task, build_attack, plan
 from ecgbench.keys import Keys, eval_index, resolve_device
 
-__all__ = ["dry_run", "Workload", "workload"]
+__all__ = ["dry_run", "Workload", "workload", "remaining", "scaled_budget", "queries_per_beat"]
 
 CAL_BEATS = 32  # beats in each calibration attack batch: fewer, and an attack's per-call overhead inflates the estimate
 CAL_STEPS = 20  # training steps on real, class-balanced beats before the attacks are timed
@@ -161,8 +161,7 @@ def _beat_seconds(keys: Keys, spec: str, net: torch.nn.Module, dataset: str, dev
     attack = copy.copy(build_attack(spec, keys.profile(seed), keys.reg))
     costly = getattr(attack, "costly", False)
     attack.params, factor = scaled_budget(attack.params, CAL_QUERIES) if costly else (attack.params, 1.0)
-    n = CAL_BEATS
-    idx = np.random.default_rng(0).choice(len(ctx.splits.test), min(n, len(ctx.splits.test)), replace=False)
+    idx = np.random.default_rng(0).choice(len(ctx.splits.test), min(CAL_BEATS, len(ctx.splits.test)), replace=False)
     x = torch.as_tensor(ctx.splits.test.x[idx], dtype=torch.float32)[:, None].to(device)
     y = torch.as_tensor(train.predict(net, x, device).argmax(1), device=device)  # every beat starts correct
     np.random.seed(0)
