@@ -134,7 +134,8 @@ class Runner:
 def timeline(outcome: Outcome, started: float, wall: float) -> dict:
     """Where an invocation's time went: each task's start (seconds from the invocation's start), duration
     and worker, and `busy`, the share of the workers' wall time spent in tasks (idle workers show here)."""
-    tasks = [{**t, "started": round(t["started"] - started, 3), "seconds": round(t["seconds"], 3)} for t in outcome.timeline]
+    # microseconds: a task on a freed worker starts ~1 ms after the last one ended, so ms rounding could show them overlap
+    tasks = [{**t, "started": round(t["started"] - started, 6), "seconds": round(t["seconds"], 6)} for t in outcome.timeline]
     workers = len({t["worker"] for t in tasks})
     busy = sum(t["seconds"] for t in tasks) / (wall * workers) if tasks and wall > 0 else None
     return {"busy": None if busy is None else round(busy, 3), "workers": workers, "timeline": tasks}
