@@ -40,11 +40,18 @@ CAL_QUERIES = 500  # query budget a beat that costly attacks are timed at; the t
 class Workload:
     trainings: dict[str, int]  # model -> trainings
     steps: dict[str, int]  # model -> optimisation steps, at most (early stopping may end sooner)
-    attacked: dict[str, int]  # attack spec -> beats perturbed (static sets and adaptive cells)
-    attacked_on: dict[tuple[str, str], int]  # (attack spec, attacked model) -> beats perturbed
+    attacked_on: dict[tuple[str, str], int]  # (attack spec, attacked model) -> beats perturbed (static sets and adaptive cells)
     queries: dict[str, int]  # attack spec -> model queries, roughly (forward or forward+backward passes)
     cells: int
     pending_cells: int
+
+    @property
+    def attacked(self) -> dict[str, int]:
+        """Attack spec -> beats perturbed, over every model it attacks."""
+        out: dict[str, int] = {}
+        for (spec, _), n in self.attacked_on.items():
+            out[spec] = out.get(spec, 0) + n
+        return out
 
 
 def queries_per_beat(params: dict) -> int:
@@ -82,7 +89,7 @@ def workload(cfg: RunConfig, keys: Keys) -> Workload:
     """The work left in a run: a fresh run's whole plan, a resumed run's unfinished part."""
     graph = plan(cfg, keys)
     tasks, pending = remaining(cfg, keys, graph)
-    w = Workload({}, {}, {}, {}, {}, len(graph.of_kind("cell")), pending)
+    w = Workload({}, {}, {}, {}, len(graph.of_kind("cell")), pending)
     for task in tasks:
         s = task.spec
         if task.kind == "train":
@@ -101,7 +108,6 @@ def workload(cfg: RunConfig, keys: Keys) -> Workload:
             n = len(ctx.splits.test) if sub is None else len(sub)
             if task.kind == "static":
                 n += min(p.static_train_cap or len(ctx.splits.train), len(ctx.splits.train))
-            w.attacked[spec] = w.attacked.get(spec, 0) + n
             on = (spec, cell.model if cell else s["source"])
             w.attacked_on[on] = w.attacked_on.get(on, 0) + n
             w.queries[spec] = w.queries.get(spec, 0) + n * queries_per_beat(attack.params)
@@ -190,14 +196,15 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, keys: Keys | None = None) ->
     rows = [[f"train {m}", w.trainings[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
-    attack_s = {a: sum(n * pair_s.get((b, m), math.nan) for (b, m), n in w.attacked_on.items() if b == a) for a in w.attacked}
-    rows += [[f"attack {a}", "", f"{w.attacked[a]:,} beats, ~{w.queries[a]:,} queries", _per_beat(a, pair_s), _hours(attack_s[a])]
-             for a in w.attacked]
+    attacked = w.attacked
+    attack_s = {a: sum(n * pair_s.get((b, m), math.nan) for (b, m), n in w.attacked_on.items() if b == a) for a in attacked}
+    rows += [[f"attack {a}", "", f"{attacked[a]:,} beats, ~{w.queries[a]:,} queries", _per_beat(a, pair_s), _hours(attack_s[a])]
+             for a in attacked]
     serial = sum(w.steps[m] * step_s.get(m, math.nan) for m in w.steps) + sum(attack_s.values())
     lines = [
         f"dry run: {len(cfg.datasets)} dataset(s) x {len(cfg.models)} model(s) x {len(cfg.attacks)} attack(s), "
         f"profile {cfg.profile.name}, seeds {list(cfg.seed_list())}, device {device}",
-        f"{w.cells} cells, {w.pending_cells} to compute: {sum(w.trainings.values())} trainings and {len(w.attacked)} "
+        f"{w.cells} cells, {w.pending_cells} to compute: {sum(w.trainings.values())} trainings and {len(attacked)} "
         f"attacks left (finished cells and cached checkpoints and attacked sets are not counted); nothing is written",
         tabulate(rows, headers=["task", "count", "work", "calibrated", "time (1 worker)"], tablefmt="github"),
     ]

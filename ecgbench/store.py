@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "cache_key", "atomic_write", "write_json", "read_json", "save_arrays", "load_arrays", "cache_dir",
-    "Damaged", "save_entry", "load_entry", "discard", "entry_lock", "read_cell", "verified", "warn_damaged",
+    "Damaged", "save_entry", "load_entry", "written", "discard", "entry_lock", "read_cell", "verified", "warn_damaged",
 ]
 
 
@@ -102,6 +102,11 @@ def read_cell(path: Path) -> dict:
 # -- verified cache entries -----------------------------------------------------------------------
 def _meta(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
+
+
+def written(path: Path) -> bool:
+    """Whether an entry's payload and its meta (written last) are both on disk; not verified (`load_entry` does that)."""
+    return path.exists() and _meta(path).exists()
 
 
 def save_entry(path: Path, payload: bytes, **meta: Any) -> Path:

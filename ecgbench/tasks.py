@@ -33,7 +33,8 @@ from ecgbench.keys import DataContext, Keys, code_hash, eval_index, resolve_devi
 from ecgbench.plan import Cell, RunConfig, Task, build_attack, trains_on_static
 from ecgbench.profiles import Profile
 from ecgbench.registry import Registry
-from ecgbench.store import Damaged, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry, verified, warn_damaged, write_json
+from ecgbench.store import (Damaged, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry, verified, warn_damaged,
+                            write_json, written)
 from ecgbench.train import fit, predict
 
 __all__ = ["Worker", "read_done", "is_done", "in_cache", "checkpoint_path", "attacked_path", "summary", "Keys", "DataContext", "DetectorAware", "DetectorAwareLoss", "code_hash",
@@ -315,16 +316,15 @@ def in_cache(cache: Path, task: Task) -> bool:
         path = attacked_path(cache, task.spec["attack_name"], task.key)
     else:
         return False
-    return path.exists() and Path(f"{path}.meta.json").exists()
+    return written(path)
 
 
 def is_done(path: Path, key: str, retry_failed: bool) -> bool:
     """Whether the cell file at `path` holds this key's answer; read-only (a damaged file is not done, and left alone)."""
     try:
-        old = read_cell(path) if path.exists() else None
+        return _answers(read_cell(path), key, retry_failed) if path.exists() else False
     except Damaged:
         return False
-    return old is not None and old.get("key") == key and not (retry_failed and old.get("status") != "ok")
 
 
 def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:
@@ -337,9 +337,12 @@ def read_done(path: Path, key: str, retry_failed: bool) -> dict | None:
         warn_damaged(exc)
         path.unlink(missing_ok=True)
         return None
-    if old.get("key") != key or (retry_failed and old.get("status") != "ok"):
-        return None
-    return old
+    return old if _answers(old, key, retry_failed) else None
+
+
+def _answers(old: dict, key: str, retry_failed: bool) -> bool:
+    """A cell record answers `key` if computed under it (and, with `retry_failed`, did not fail)."""
+    return old.get("key") == key and not (retry_failed and old.get("status") != "ok")
 
 
 def _bounded(attack: Attack) -> bool:
