@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.api import Model
+from ecgbench.contracts import Model
 
 PAPER_LR, PAPER_MOMENTUM, PAPER_BATCH = 3e-3, 0.7, 10
 

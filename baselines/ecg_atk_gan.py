@@ -46,12 +46,11 @@ import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.api import Model
+from ecgbench.contracts import Model
 
 LAMBDA_ATK, LAMBDA_ARY, LAMBDA_MSE = 10.0, 10.0, 1.0  # paper 3.2
 KAPPA = (1.0, 1.05)  # paper 3.2: clean, attacked
@@ -270,29 +269,3 @@ class EcgAtkGan(Model):
         loss_g.backward()
         opt_g.step()
         return loss_d.detach() + loss_g.detach()
-
-
-# --- paper Table 3: similarity of G's beats to the real ones -----------------------------------
-
-def similarity(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> dict[str, float]:
-    """MSE, SSIM, Pearson correlation and NRMSE of beats `b` against reference beats `a` (paper 3.4, Table 3).
-
-    Each metric is computed per beat ([window] or [n, window] arrays) and averaged. SSIM is scikit-
-    image's on 1D signals with Wang et al. 2004's Gaussian window (sigma 1.5, population covariance);
-    NRMSE is scikit-image's ||a - b|| / ||a||. Fractions, not the table's percentages; the correlation
-    of a constant beat is undefined (NaN).
-    """
-    from skimage.metrics import normalized_root_mse, structural_similarity
-
-    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
-    if a.shape != b.shape:
-        raise ValueError(f"similarity needs beats of one shape, got {a.shape} and {b.shape}")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rows = [(
-            float(np.mean((p - q) ** 2)),
-            structural_similarity(p, q, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
-            float(np.corrcoef(p, q)[0, 1]),
-            normalized_root_mse(p, q),
-        ) for p, q in zip(a, b)]
-    mse, ssim, corr, nrmse = np.mean(rows, axis=0)
-    return {"mse": float(mse), "ssim": float(ssim), "correlation": float(corr), "nrmse": float(nrmse)}

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.api import Model
+from ecgbench.contracts import Model
 
 
 class ResidualBlock(nn.Module):

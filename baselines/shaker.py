@@ -21,7 +21,7 @@ so this is the method, not the published network:
   about 0.8 with SMOTE, and 1,500 steps per class did not close the gap; raise `dcgan_steps`
   where a GPU is at hand;
 - synthetic beats are min-max scaled like the real ones (paper 3.1); a class with fewer than two
-  real beats gets none (as `ecgbench.data.smote`);
+  real beats gets none (as `ecgbench.data.beats.smote`);
 - ours: the classifier is a plain 1D CNN (four Conv-BN-ReLU stages at 32/64/128/128 filters, global
   average pooling, dropout 0.3, FC 64, FC classes) trained with Adam lr 1e-3, the settings we would
   give any CNN of this size; global pooling makes it window-agnostic.
@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.api import Beats, Model
-from ecgbench.data import minmax
+from ecgbench.contracts import Beats, Model
+from ecgbench.data.beats import minmax
 
 NOISE_DIM = 32
 

@@ -70,7 +70,7 @@ def import_ecgbench() -> None:
 def entry_points(kind: str) -> dict[str, str]:
     """name -> 'module:attr' for `ecgbench.<kind>`: the installed registry, else pyproject.toml's table."""
     try:
-        from ecgbench.registry import registry
+        from ecgbench.contracts.registry import registry
 
         names = registry.names(kind)
         if names:
@@ -176,7 +176,7 @@ def _step_time(value: str, device: str, batch: int, steps: int, warmup: int, kw:
     """Seconds per step of the model at `value` ('module:attr') on one path of STEP_PATHS (or cuda_graphs=True)."""
     import torch
 
-    from ecgbench.train import measure_step
+    from ecgbench.engine.train import measure_step
 
     kw = dict(kw)
     saved = torch.backends.cudnn.benchmark
@@ -244,8 +244,8 @@ def _training_worker(value: str, device: str, batch: int, graphs: bool, seconds:
         import_ecgbench()
         import torch
 
-        from ecgbench.accel import GraphedStep, accelerate, sync
-        from ecgbench.train import build, training_hooks
+        from ecgbench.engine.accel import GraphedStep, accelerate, sync
+        from ecgbench.engine.train import build, training_hooks
 
         model = accelerate(build(load(value), 4, 280, 0).to(device), device).train()
         n = 4 * batch
@@ -298,8 +298,8 @@ def _streams(value: str, args: argparse.Namespace, k: int) -> tuple[float, str]:
     """K trainings as K CUDA graphs, each replayed on its own stream from one thread."""
     import torch
 
-    from ecgbench.accel import GraphedStep, accelerate
-    from ecgbench.train import build, training_hooks
+    from ecgbench.engine.accel import GraphedStep, accelerate
+    from ecgbench.engine.train import build, training_hooks
 
     device, n = torch.device(args.device), 4 * args.batch
     runs = []
@@ -349,13 +349,13 @@ def _attack_model(args: argparse.Namespace, t: Table) -> tuple[Any, Any, Any, st
     data = os.environ.get("ECGBENCH_DATA")
     if data:
         try:
-            from ecgbench.testing import reference_setup
+            from ecgbench.kit.testing import reference_setup
 
             model, x, y, _ = reference_setup(data, per_class=64)
             return model.to(device).eval(), x.to(device), y.to(device), "Kachuee, 3 epochs on MIT-BIH smoke records"
         except Exception as exc:  # noqa: BLE001 - fall back to synthetic beats
             t.add("attacks", "real beats", None, note=f"using synthetic beats: {_error(exc)}")
-    from ecgbench.train import build, training_hooks
+    from ecgbench.engine.train import build, training_hooks
 
     gen = torch.Generator().manual_seed(0)
     n = 2048
@@ -376,7 +376,7 @@ def section_attacks(t: Table, args: argparse.Namespace, budget: Budget) -> None:
 
     import torch
 
-    from ecgbench.accel import convert, measure_attack
+    from ecgbench.engine.accel import convert, measure_attack
 
     model, x, y, what = _attack_model(args, t)
     t.add("attacks", "model", what)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecgbench.registry import registry
+from ecgbench.contracts.registry import registry
 
 VALUE_RANGE = (0.0, 1.0)
 RECORDS = ["201", "203", "207", "208", "209", "213", "215", "223", "232", "233"]
@@ -38,9 +38,11 @@ def _cases() -> list:
 
 @pytest.fixture(scope="module")
 def bench_setup(data_dir, cache_dir):
-    from ecgbench.data import cap_per_class, load_beats, stratified_split
+    from ecgbench.contracts.splits import stratified_split
+    from ecgbench.data.beats import cap_per_class
+    from ecgbench.data.catalog import load_beats
     from ecgbench.plugins.datasets.mitbih import MitBih
-    from ecgbench.testing import train_reference
+    from ecgbench.kit.testing import train_reference
 
     torch.set_num_threads(1)
     beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)

@@ -3,7 +3,7 @@ of 1,280 beats per model, and the harness's `fit` against the bare torch loop it
 
 Not part of the test run (tests are collected from tests/ only; pyproject's addopts skip benchmarks):
 `OMP_NUM_THREADS=1 ECGBENCH_DATA=/path/to/data python -m pytest benchmarks/test_bench_core.py --benchmark-only`.
-The device is CUDA when there is one, else the CPU. "accelerated" is `ecgbench.accel.convert` (Conv1d
+The device is CUDA when there is one, else the CPU. "accelerated" is `ecgbench.engine.accel.convert` (Conv1d
 as channels-last Conv2d), which `fit` applies on CUDA only; on the CPU it is measured here to show it
 does not pay there. "graphed" (CUDA only) is the whole step replayed as a CUDA graph.
 Issue 10's target: the harness epoch within 1.1x the bare loop's. Add `--benchmark-group-by=param:name`
@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ecgbench.accel import GraphedStep, convert, sync
-from ecgbench.api import Beats
-from ecgbench.data import load_beats
+from ecgbench.engine.accel import GraphedStep, convert, sync
+from ecgbench.contracts import Beats
+from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import MitBih
-from ecgbench.registry import registry
-from ecgbench.train import balanced_accuracy, build, fit, predict, training_hooks
+from ecgbench.contracts.registry import registry
+from ecgbench.engine.train import balanced_accuracy, build, fit, predict, training_hooks
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODELS = registry.names("models")

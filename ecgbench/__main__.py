@@ -1,5 +1,5 @@
 import sys
 
-from ecgbench.cli import main
+from ecgbench.cli.main import main
 
 sys.exit(main())

@@ -1,165 +1,131 @@
-"""The three plugin contracts: a Dataset yields beats, a Model classifies them, an Attack perturbs them.
+"""The Python API: load a dataset's split, train a registered model (or take it from the cache), attack it,
+score it. The same task functions the CLI runs, so a notebook's numbers are a run's numbers:
 
-A plugin is one class registered under one entry point (`ecgbench.datasets`, `ecgbench.models`,
-`ecgbench.attacks`). The base classes below hold the defaults; a plugin overrides what differs.
+    import ecgbench
+
+    data = ecgbench.load_split("mitbih", profile="smoke")
+    kachuee = ecgbench.train("kachuee", data)
+    pgd = ecgbench.score(kachuee, attack="pgd")   # the record a cell file holds
+    print(pgd["clean_accuracy"], pgd["metrics"]["accuracy"])
+
+Models are trained on clean beats (the `adaptive` protocol); `score` returns a cell record without
+writing a results folder. Checkpoints go to the cache (`cache_dir`, else ECGBENCH_CACHE, else
+~/.cache/ecgbench), so a second `train` with the same settings is a load.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
 
 import numpy as np
-import torch.nn as nn
+import torch
 
-__all__ = ["Beats", "Dataset", "Model", "Attack", "PluginError"]
+from ecgbench.config.attacks import build_attack
+from ecgbench.config.run import run_config
+from ecgbench.contracts.base import Beats
+from ecgbench.contracts.registry import registry
+from ecgbench.data.catalog import eval_index
+from ecgbench.engine.attack import generate
+from ecgbench.execute import cells
+from ecgbench.execute.worker import Worker
+from ecgbench.plan.cells import Cell
+from ecgbench.plan.graph import Planner
+from ecgbench.plan.tasks import TrainTask
 
-
-class PluginError(RuntimeError):
-    """A plugin broke its contract; the message names the plugin and what was expected."""
+__all__ = ["Split", "Trained", "Attacked", "load_split", "train", "attack", "score"]
 
 
 @dataclass(frozen=True)
-class Beats:
-    """A set of single-lead beats: `x` float32 [n, window], `y` int64 class index, `groups` patient id.
+class Split:
+    """One dataset's prepared split at one seed: real training beats (before oversampling) and test beats."""
 
-    `attacked` marks adversarial copies (paper 3.1: E'_x = E_x + E_xadv, each with its attack flag).
-    """
+    dataset: str
+    seed: int
+    train: Beats
+    test: Beats
+    classes: tuple[str, ...]
+    worker: Worker  # the catalog, cache and device the split was made with
+
+    def __repr__(self) -> str:
+        return f"Split({self.dataset!r}, seed={self.seed}, train={len(self.train)} beats, test={len(self.test)} beats)"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model, its training record, and the checkpoint key it is cached under."""
+
+    name: str
+    model: torch.nn.Module
+    info: dict
+    task: TrainTask
+    data: Split
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+
+@dataclass(frozen=True)
+class Attacked:
+    """Adversarial test beats (`x`, [n, window]) with their labels, the test indices they come from, and the attack's budget stats."""
 
     x: np.ndarray
     y: np.ndarray
-    groups: np.ndarray
-    attacked: np.ndarray = field(default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.attacked is None:
-            object.__setattr__(self, "attacked", np.zeros(len(self.y), dtype=bool))
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, idx: np.ndarray) -> "Beats":
-        return Beats(self.x[idx], self.y[idx], self.groups[idx], self.attacked[idx])
-
-    @staticmethod
-    def concat(parts: Sequence["Beats"]) -> "Beats":
-        return Beats(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "groups", "attacked")))
-
-    def counts(self, n_classes: int) -> list[int]:
-        return np.bincount(self.y, minlength=n_classes).tolist()
+    index: np.ndarray
+    stats: dict
 
 
-class Dataset:
-    """A beat dataset: reads raw records from `data_dir` and cuts them into labelled beats.
+def load_split(dataset: str = "mitbih", *, split: str = "random", profile: str = "quick", seed: int | None = None,
+               data_dir: str | Path | None = None, cache_dir: str | Path | None = None, device: str = "auto") -> Split:
+    """Read (or load from the cache) and check a registered dataset, then split, cap and fold it as `profile` says.
 
-    Subclasses set the class attributes and implement `load`; `split` may be overridden to add
-    named splits (MIT-BIH adds de Chazal's inter-patient split).
+    `data_dir` defaults to ECGBENCH_DATA; `profile` is a built-in name (smoke, quick, standard, paper) or a
+    .toml path; `seed` defaults to the profile's.
     """
-
-    name: ClassVar[str] = ""
-    sampling_rate: ClassVar[int] = 360
-    window: ClassVar[int] = 280  # paper 3.1: 280 samples centred on the R peak
-    classes: ClassVar[tuple[str, ...]] = ()
-    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)  # paper 3.1: min-max normalised beats
-    splits: ClassVar[tuple[str, ...]] = ("random", "patient")
-
-    def __init__(self, data_dir: Path | str, records: Sequence[str] | None = None) -> None:
-        self.data_dir = Path(data_dir)
-        self.records = list(records) if records is not None else None
-
-    def settings(self) -> dict[str, Any]:
-        """Everything that changes the beats; hashed into the cache key."""
-        return {"name": self.name, "window": self.window, "records": self.records}
-
-    def load(self) -> Beats:
-        raise NotImplementedError
-
-    def files(self) -> list[Path]:
-        """The raw files `load` reads; their names, sizes, times (and small files' bytes) key the beats cache.
-
-        The default lists every file under `data_dir`; a dataset that reads fewer names them, so that
-        an unrelated file does not invalidate its cache. A missing data folder is an error here, so a
-        warm cache can never stand in for data that is not there.
-        """
-        if not self.data_dir.is_dir():
-            raise PluginError(f"--data-dir {self.data_dir}: no such folder (dataset {self.name!r})")
-        return sorted(p for p in self.data_dir.rglob("*") if p.is_file())
-
-    def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Train and test indices. `random`: stratified 80/20 (paper 3.1); `patient`: no patient on both sides."""
-        from ecgbench.data import patient_split, stratified_split
-
-        if name == "random":
-            return stratified_split(beats.y, 0.2, seed)
-        if name == "patient":
-            return patient_split(beats.groups, 0.2, seed)
-        raise PluginError(f"dataset {self.name!r} has no split {name!r}; choose one of {', '.join(self.splits)}")
+    cfg = run_config({"datasets": dataset, "models": "all", "attacks": "", "modes": "adaptive", "split": split,
+                      "profile": profile, "seeds": None if seed is None else str(seed),
+                      "data_dir": None if data_dir is None else str(data_dir),
+                      "cache_dir": None if cache_dir is None else str(cache_dir), "device": device}, progress=False)
+    worker = Worker(cfg)
+    seed = cfg.seed_list()[0]
+    ctx = worker.catalog.data(cfg.datasets[0], seed)
+    return Split(cfg.datasets[0], seed, ctx.splits.train, ctx.splits.test, tuple(ctx.dataset.classes), worker)
 
 
-class Model(nn.Module):
-    """Base for model plugins: a plain `torch.nn.Module` built as `cls(n_classes, window)`.
+def train(model: str, data: Split) -> Trained:
+    """The registered `model` trained on `data`'s clean training beats: from the cache if trained before, else now."""
+    task = _planner(data).train(data.dataset, model, data.seed)
+    net, info = data.worker.model(task)
+    return Trained(model, net, info, task, data)
 
-    `forward` maps beats [batch, 1, window] in the dataset's value range to class logits, so ART
-    and foolbox attack every model the same way. The harness reads the class attributes below with
-    getattr, so a bare nn.Module with that constructor works too. Optional hooks, called if present:
-    `configure_optimizers() -> list[Optimizer]`, `training_step(x, y, attacked, optimizers) -> float`
-    (one optimisation step on a batch; the GAN brings its own), and `augment(train, seed) -> Beats`
-    (a model that synthesises its own minority beats instead of SMOTE).
+
+def attack(trained: Trained, spec: str, *, eps: float | None = None) -> Attacked:
+    """Attack `trained` white-box on its test beats with the attack `spec` (`pgd`, `square@art`, ...) at `eps`
+    (default: the attack's own budget). Costly attacks run on the profile's fixed stratified subset."""
+    w, data = trained.data.worker, trained.data
+    p = w.cfg.profile.with_seed(data.seed)
+    a = build_attack(spec, p, w.reg, eps)
+    sub = eval_index(data.test.y, a, p)
+    idx = np.arange(len(data.test)) if sub is None else sub
+    x, y = data.test.x[idx], data.test.y[idx]
+    ctx = w.catalog.data(data.dataset, data.seed)
+    x_adv, stats = generate(trained.model, a, torch.as_tensor(x)[:, None], y, ctx.dataset.value_range, seed=p.seed,
+                            batch=p.attack_batch, device=w.device, desc=f"{a.label} vs {trained.name}")
+    return Attacked(x_adv, y, idx, stats)
+
+
+def score(trained: Trained, attack: str | None = None, *, eps: float | None = None, detector: bool = False) -> dict:
+    """The record a cell file holds for `trained`: clean (no `attack`) or under an adaptive `attack`.
+
+    With `detector`, the model and its attack detector are attacked as one (`adaptive-detect`). A failure
+    is a record with `status` "failed" and a one-line `error`, as in a run.
     """
-
-    lr: ClassVar[float] = 1e-3
-    betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
-    wants_attacked: ClassVar[bool] = False  # True: also train on attacked beats with flags (paper 3.1)
-    oversample: ClassVar[str | None] = "smote"  # None: the model balances classes itself
-
-    def __init__(self, n_classes: int, window: int) -> None:
-        super().__init__()
-        self.n_classes = n_classes
-        self.window = window
+    data = trained.data
+    mode = "clean" if attack is None else "adaptive-detect" if detector else "adaptive"
+    task = _planner(data).cell(Cell(data.dataset, trained.name, attack, mode, data.seed, eps))
+    return cells.record(data.worker, task)
 
 
-class Attack:
-    """An adversarial attack under an L-inf budget `eps` on the dataset's value range.
-
-    One configured attack crosses every model: the model arrives with each call. `bounded` attacks
-    never leave the eps-ball (a result outside it is a bug, and the harness asserts so); for
-    minimisation attacks (`bounded = False`: Boundary, HopSkipJump, ART's CW) the harness counts a
-    success only where the perturbation lies within eps.
-    """
-
-    name: ClassVar[str] = ""
-    backends: ClassVar[tuple[str, ...]] = ("art",)
-    bounded: bool = True  # may differ per back-end (cw@art is unbudgeted): read it off the instance
-    kind: ClassVar[str] = "gradient"  # "gradient" (needs the weights), "decision" (labels only) or "score" (logits only)
-    costly: bool = False  # thousands of model calls a beat: run on the stratified subset; may differ per back-end (cw@art)
-    defaults: ClassVar[dict[str, Any]] = {"eps": 0.01}  # paper 2.3
-    variants: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init__(self, backend: str | None = None, variant: str | None = None, **params: Any) -> None:
-        self.backend = backend or self.backends[0]
-        if self.backend not in self.backends:
-            raise PluginError(f"attack {self.name!r} has no back-end {self.backend!r}; choose one of {', '.join(self.backends)}")
-        if variant is not None and variant not in self.variants:
-            raise PluginError(f"attack {self.name!r} has no variant {variant!r}; choose one of {', '.join(self.variants) or '(none)'}")
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise PluginError(f"attack {self.name!r} takes no parameter {', '.join(sorted(unknown))}; it takes {', '.join(self.defaults)}")
-        self.variant = variant
-        self.params = {**self.defaults, **(self.variants.get(variant, {}) if variant else {}), **params}
-
-    @property
-    def eps(self) -> float:
-        return float(self.params["eps"])
-
-    @property
-    def label(self) -> str:
-        """The attack as the leaderboard names it: `pgd@art`, `hsj@foolbox:paper-reference`."""
-        return f"{self.name}@{self.backend}" + (f":{self.variant}" if self.variant else "")
-
-    def config(self) -> dict[str, Any]:
-        """Everything that changes the attacked beats; hashed into the cache key and shown in reports."""
-        return {"name": self.name, "backend": self.backend, "variant": self.variant, **self.params}
-
-    def __call__(self, model: Any, x: Any, y: Any, value_range: tuple[float, float]) -> Any:
-        """Return adversarial beats for torch tensors `x` [batch, 1, window] and labels `y` on the model's device."""
-        return getattr(self, f"run_{self.backend}")(model, x, y, value_range)
+def _planner(data: Split) -> Planner:
+    w = data.worker
+    return Planner(w.cfg, registry, w.catalog)

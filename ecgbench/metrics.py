@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["classification", "perturbation", "success_rate", "bootstrap_interval", "seed_summary", "auc_log_eps"]
+__all__ = ["similarity", "classification", "perturbation", "success_rate", "bootstrap_interval", "seed_summary", "auc_log_eps"]
 
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 0
@@ -81,3 +81,27 @@ def auc_log_eps(eps: Sequence[float], acc: Sequence[float]) -> float:
     x = np.log10(e[order])
     y = a[order]
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def similarity(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> dict[str, float]:
+    """MSE, SSIM, Pearson correlation and NRMSE of beats `b` against reference beats `a` (paper 3.4, Table 3).
+
+    Each metric is computed per beat ([window] or [n, window] arrays) and averaged. SSIM is scikit-
+    image's on 1D signals with Wang et al. 2004's Gaussian window (sigma 1.5, population covariance);
+    NRMSE is scikit-image's ||a - b|| / ||a||. Fractions, not the table's percentages; the correlation
+    of a constant beat is undefined (NaN).
+    """
+    from skimage.metrics import normalized_root_mse, structural_similarity
+
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    if a.shape != b.shape:
+        raise ValueError(f"similarity needs beats of one shape, got {a.shape} and {b.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = [(
+            float(np.mean((p - q) ** 2)),
+            structural_similarity(p, q, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
+            float(np.corrcoef(p, q)[0, 1]),
+            normalized_root_mse(p, q),
+        ) for p, q in zip(a, b)]
+    mse, ssim, corr, nrmse = np.mean(rows, axis=0)
+    return {"mse": float(mse), "ssim": float(ssim), "correlation": float(corr), "nrmse": float(nrmse)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ecgbench_test_no_such_library  # noqa: F401 - the point: this import fails
 
-from ecgbench.api import Attack
+from ecgbench.contracts import Attack
 
 
 class Unimportable(Attack):

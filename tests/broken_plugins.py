@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ecgbench.api import Attack, Model
+from ecgbench.contracts import Attack, Model
 
 
 class WrongShape(Model):

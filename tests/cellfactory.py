@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ecgbench.store import write_json
+from ecgbench.store.io import write_json
 
 CLASSES = ("N", "S", "V", "F")
 KINDS = {"boundary": "decision", "hsj": "decision", "square": "score"}

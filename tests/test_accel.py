@@ -1,4 +1,4 @@
-"""`ecgbench.accel`: the 2D-kernel twins of Conv1d / ConvTranspose1d / BatchNorm1d compute what the originals do.
+"""`ecgbench.engine.accel`: the 2D-kernel twins of Conv1d / ConvTranspose1d / BatchNorm1d compute what the originals do.
 
 Checked on the CPU for every registered model: state_dict keys and shapes; in float64, the same
 logits, input and parameter gradients, BatchNorm statistics and one step of the model's own
@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecgbench.accel import BatchNorm1dAs2d, ContiguousDropout, Conv1dAs2d, ConvTranspose1dAs2d, GraphedStep, accelerate, convert, enabled
-from ecgbench.registry import registry
-from ecgbench.train import build, classifier_step, default_optimizers, training_hooks
+from ecgbench.engine.accel import BatchNorm1dAs2d, ContiguousDropout, Conv1dAs2d, ConvTranspose1dAs2d, GraphedStep, accelerate, convert, enabled
+from ecgbench.contracts.registry import registry
+from ecgbench.engine.train import build, classifier_step, default_optimizers, training_hooks
 
 MODELS = registry.names("models")
 TOL = dict(rtol=1e-4, atol=1e-5)

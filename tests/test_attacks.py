@@ -22,10 +22,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ecgbench.api import PluginError
+from ecgbench.contracts import PluginError
 from ecgbench.plugins.attacks.decision import BISECT_STEPS, QueryCounter, foolbox_boundary_steps, starting_points
 from ecgbench.plugins.attacks.square import grid_side
-from ecgbench.registry import registry
+from ecgbench.contracts.registry import registry
 
 VALUE_RANGE = (0.0, 1.0)
 TOL = 1e-6
@@ -104,7 +104,7 @@ def min_linf(x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def mitbih(data_dir, cache_dir):
     """Real beats of four MIT-BIH records, cut once into a temporary cache."""
-    from ecgbench.data import load_beats
+    from ecgbench.data.catalog import load_beats
     from ecgbench.plugins.datasets.mitbih import MitBih
 
     beats, _, _ = load_beats(MitBih(data_dir, records=RECORDS), cache_dir)
@@ -132,8 +132,9 @@ def halfspace(mitbih):
 @pytest.fixture(scope="module")
 def trained(mitbih):
     """Kachuee trained 2 epochs on ~2,000 real beats (500 per class), and 32 held-out beats."""
-    from ecgbench.data import cap_per_class, stratified_split
-    from ecgbench.testing import train_reference
+    from ecgbench.contracts.splits import stratified_split
+    from ecgbench.data.beats import cap_per_class
+    from ecgbench.kit.testing import train_reference
 
     train_idx, test_idx = stratified_split(mitbih.y, 0.3, 0)
     model = train_reference(cap_per_class(mitbih.take(train_idx), 500, 0), 4, epochs=2)
@@ -221,7 +222,7 @@ def test_art_boundary_is_targeted_by_default_and_ours_is_not(halfspace):
     unchanged, silently (docs: attack-libraries.md). Ours, on the same beats, flips every one it can."""
     from art.attacks.evasion import BoundaryAttack
 
-    from ecgbench.adapters import art_classifier
+    from ecgbench.engine.adapters import art_classifier
 
     model, x, y, _, _ = halfspace
     x, y = x[:8], y[:8]
@@ -385,7 +386,7 @@ def test_art_decision_attacks_crash_on_float64_without_the_float32_wrapper(train
     model, x, _ = trained
     with pytest.raises(RuntimeError, match="double"):  # ART issue #2475; adapters.Float32 is the fix
         HopSkipJump(_raw_art(model, clip=True), max_iter=0, init_size=10, verbose=False).generate(x[:2].numpy())
-    # ... and through ecgbench.adapters.art_classifier both ART decision attacks run:
+    # ... and through ecgbench.engine.adapters.art_classifier both ART decision attacks run:
     for name in DECISION:
         adv = _attack(name, "art")(model, x[:2], _predict(model, x[:2]), VALUE_RANGE)
         assert adv.dtype == torch.float32

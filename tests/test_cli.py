@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -141,7 +142,7 @@ def test_damaged_cache_entries_and_cells_are_reported_deleted_and_recomputed(fin
 
 
 def test_a_second_run_on_the_same_folder_names_the_holder_or_waits(tmp_path, data_dir):
-    from ecgbench.runner import run_lock
+    from ecgbench.store.locks import run_lock
 
     out, cache = tmp_path / "out", tmp_path / "cache"
     out.mkdir()
@@ -289,15 +290,17 @@ def test_a_dry_run_of_a_finished_or_resumed_run_counts_only_what_is_left(finishe
     dry = [*RUN, "--out", str(out), "--dry-run", "--no-calibrate"]
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "10 cells, 0 to compute: 0 trainings and 0 attacks left" in res.stdout
+    assert "10 cells, 0 to compute: 0 trainings, 0 static sets and 0 attacked beats over 0 attack type(s) left" in res.stdout
     (out / "cells" / "mitbih" / "kachuee" / "pgd.adaptive.json").unlink()  # one cell lost, its model still cached
     before = sorted((p, p.stat().st_mtime_ns) for p in cache.rglob("*"))
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
-    assert "10 cells, 1 to compute: 0 trainings and 1 attacks left" in res.stdout and "attack pgd" in res.stdout
+    assert re.search(r"10 cells, 1 to compute: 0 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
+    assert "attack pgd" in res.stdout
     for p in (cache / "checkpoints").glob("kachuee-*"):
         p.unlink()  # and its checkpoints: now its training is counted again
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
-    assert "10 cells, 1 to compute: 1 trainings and 1 attacks left" in res.stdout and "train kachuee" in res.stdout
+    assert re.search(r"10 cells, 1 to compute: 1 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
+    assert "train kachuee" in res.stdout
     assert sorted(p.name for p in (out / "cells").rglob("*.json")) == sorted(
         p.name for p in (finished / "cells").rglob("*.json") if p.name != "pgd.adaptive.json" or "acharya" in str(p))
     assert all(p.exists() for p, _ in before if "checkpoints" not in str(p))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ecgbench import report
-from ecgbench.compare import compare_with_paper
-from ecgbench.store import write_json
+from ecgbench.report import tables as report
+from ecgbench.report.compare import compare_with_paper
+from ecgbench.store.io import write_json
 
 ATTACKS = ["none", "fgsm", "bim", "pgd", "cw", "boundary", "hsj"]
 MODELS = ["ecg-atk-gan", "shaker", "kachuee", "acharya"]
@@ -41,7 +41,7 @@ def run(tmp_path: Path) -> Path:
 
 
 def test_reference_is_package_data_with_every_cell_of_tables_1_to_3():
-    paper = json.loads((files("ecgbench") / "reference" / "paper.json").read_text())
+    paper = json.loads((files("ecgbench.report") / "reference" / "paper.json").read_text())
     assert "Hossain" in paper["citation"] and "2022" in paper["citation"] and "not ecgbench" in paper["note"]
     assert list(paper["table1"]) == ATTACKS and list(paper["table2"]) == ATTACKS
     for a in ATTACKS:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ecgbench.config import DEFAULTS, RUN_KEYS, merge_config, read_run_config, resolve_profile
-from ecgbench.profiles import get_profile
+from ecgbench.config.run import DEFAULTS, RUN_KEYS, merge_config, read_run_config, resolve_profile
+from ecgbench.config.profiles import get_profile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "run.toml"
 
@@ -108,7 +108,7 @@ def test_command_line_overrides_the_file(tmp_path):
     assert merged["models"] == ["acharya", "shaker"] and merged["seeds"] == [1, 2] and merged["jobs"] == 4
     assert merged["executor"] == "jobs" and merged["profile"] == "smoke" and "eps" not in merged
     assert merged["device"] == DEFAULTS["device"]  # neither file nor command line: the default
-    with pytest.raises(ValueError, match="command line: 'seeds' must be a list of integers"):
+    with pytest.raises(ValueError, match="--seeds '0,x': 'seeds' must be a list of integers"):
         merge_config(cfg, {"seeds": "0,x"})
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgbench.data import cap_per_class, folds, load_beats, prepare, smote
+from ecgbench.data.beats import cap_per_class, folds, prepare, smote
+from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import MitBih
-from ecgbench.store import atomic_write
+from ecgbench.store.io import atomic_write
 
 
 @pytest.fixture(scope="module")

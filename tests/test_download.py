@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ecgbench.download import DATABASES, download
+from ecgbench.data.download import DATABASES, download
 
 
 def test_unknown_database_names_the_choices(tmp_path: Path) -> None:

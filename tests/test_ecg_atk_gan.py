@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from ecgbench.metrics import similarity
 from ecgbench.baselines.ecg_atk_gan import (
-    EcgAtkGan, gaussian_kernel, loss_adv_d, loss_adv_g, loss_ary, loss_atk, loss_mse, similarity, smooth_noise,
+    EcgAtkGan, gaussian_kernel, loss_adv_d, loss_adv_g, loss_ary, loss_atk, loss_mse, smooth_noise,
 )
-from ecgbench.train import build
+from ecgbench.engine.train import build
 
 
 @pytest.fixture(scope="module")

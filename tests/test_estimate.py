@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecgbench.estimate import queries_per_beat, scaled_budget
+from ecgbench.execute.estimate import queries_per_beat, scaled_budget
 from ecgbench.plugins.attacks.decision import Boundary, HopSkipJump
 from ecgbench.plugins.attacks.square import Square
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecgbench.api import PluginError
-from ecgbench.contracts import check_adversarial
-from ecgbench.profiles import PROFILES
+from ecgbench.contracts import PluginError
+from ecgbench.contracts.checks import check_adversarial
+from ecgbench.config.profiles import PROFILES
 
 DIST, VERSION = "ecgbench-example", "0.1.0"
 PLUGINS = {("models", "example-mlp"), ("attacks", "sap"), ("datasets", "mitbih-ds1")}
@@ -62,7 +62,7 @@ def test_list_includes_the_example_plugins_and_the_environment_variable_hides_th
     assert shown.returncode == 0, shown.stderr
     for _, name in PLUGINS:
         assert name in shown.stdout.replace(",", " ").split()
-    hidden = ecgbench("list", ECGBENCH_PLUGINS="ecgbench")
+    hidden = ecgbench("list", ECGBENCH_PLUGINS="ecgbench-atk")
     assert hidden.returncode == 0, hidden.stderr
     assert "kachuee" in hidden.stdout
     for _, name in PLUGINS:
@@ -110,9 +110,10 @@ def test_ds1_dataset_reads_only_ds1_records(data_dir):
 @pytest.fixture(scope="module")
 def trained_mlp(data_dir: Path, cache_dir: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The example MLP trained on MIT-BIH smoke beats (smoke caps, 10 epochs); 40 test beats per class."""
-    from ecgbench.data import load_beats, prepare
+    from ecgbench.data.beats import prepare
+    from ecgbench.data.catalog import load_beats
     from ecgbench.plugins.datasets.mitbih import MitBih
-    from ecgbench.train import fit
+    from ecgbench.engine.train import fit
 
     from ecgbench_example.mlp import ExampleMLP
 

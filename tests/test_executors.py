@@ -98,9 +98,9 @@ def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_seria
 def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, data_dir):
     """`--tasks-per-gpu 2` asks each task for half a GPU; Ray schedules on a declared GPU without one."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
-    from ecgbench.plan import RunConfig
-    from ecgbench.profiles import get_profile
-    from ecgbench.runner import Runner
+    from ecgbench.config.run import RunConfig
+    from ecgbench.config.profiles import get_profile
+    from ecgbench.execute.runner import Runner
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -128,15 +128,17 @@ def test_with_several_slots_ready_trainings_and_static_sets_start_before_ready_c
     """Synthetic graph: two clean trainings, each with a cell; a static set needing the first, with a training
     and a cell after it. Every task starts after what it needs; with two slots, no cell starts while
     a training or static set is ready; with one slot, the graph's order is kept."""
-    from ecgbench.executors import Outcome, _schedule
-    from ecgbench.plan import Task
+    from ecgbench.execute.scheduler import Outcome, schedule
+    from ecgbench.plan.cells import Cell
+    from ecgbench.plan.tasks import CellTask, StaticTask, TrainTask
 
-    def t(kind, key, *deps):
-        return Task(kind, key, deps, {"cell": {"dataset": "d", "model": key, "attack": None, "mode": "clean", "seed": 0}}
-                    if kind == "cell" else {"dataset": "d", "model": key, "seed": 0})
+    def cell(key, train):
+        return CellTask(key, Cell("d", train.model, None, "clean"), "k", "p", train)
 
-    graph = [t("train", "A"), t("cell", "cA", "A"), t("train", "B"), t("cell", "cB", "B"),
-             t("static", "S", "A"), t("train", "AS", "S"), t("cell", "cAS", "AS")]
+    a, b = TrainTask("A", "d", "A", 0), TrainTask("B", "d", "B", 0)
+    s = StaticTask("S", "d", "fgsm", "fgsm", 0, a)
+    a_s = TrainTask("AS", "d", "A", 0, s)
+    graph = [a, cell("cA", a), b, cell("cB", b), s, a_s, cell("cAS", a_s)]
     deps = {g.key: g.deps for g in graph}
     for slots in (2, 1):
         started: list[str] = []
@@ -156,7 +158,7 @@ def test_with_several_slots_ready_trainings_and_static_sets_start_before_ready_c
             done.add(key)
             return [(key, {"status": "ok", "summary": key})]
 
-        _schedule(graph, submit, wait, Outcome(), slots)
+        schedule(graph, submit, wait, Outcome(), slots)
         assert sorted(started) == sorted(deps)
         assert all(started.index(d) < started.index(k) for k in started for d in deps[k])
         if slots == 1:
@@ -168,15 +170,19 @@ def test_with_several_slots_ready_trainings_and_static_sets_start_before_ready_c
 def test_a_task_whose_input_is_cached_runs_without_it():
     """`needed` leaves out a cached static set and the source training only it needed; the scheduler then
     starts the training that reads the set at once instead of waiting for the left-out task."""
-    from ecgbench.executors import Outcome, _schedule, needed
-    from ecgbench.plan import Graph, Task
+    from ecgbench.execute.scheduler import Outcome, needed, schedule
+    from ecgbench.plan.cells import Cell
+    from ecgbench.plan.graph import Graph
+    from ecgbench.plan.tasks import CellTask, StaticTask, TrainTask
 
+    src = TrainTask("src", "d", "m", 0)
+    static = StaticTask("S", "d", "a", "a", 0, src)
+    trained = TrainTask("T", "d", "m", 0, static)
     graph = Graph()
-    for task in (Task("train", "src", (), {}), Task("static", "S", ("src",), {}), Task("train", "T", ("S",), {}),
-                 Task("cell", "c", ("T",), {"cell": {"dataset": "d", "model": "m", "attack": "a", "mode": "static", "seed": 0}})):
+    for task in (src, static, trained, CellTask("c", Cell("d", "m", "a", "static"), "k", "p", trained)):
         graph.add(task)
     tasks = needed(graph, [graph.tasks["c"]], cached=lambda t: t.key == "S")
     assert [t.key for t in tasks] == ["T", "c"]
     started: list[str] = []
-    _schedule(tasks, lambda t: started.append(t.key) or t.key, lambda h: [(h[0], {"status": "ok", "summary": ""})], Outcome(), 2)
+    schedule(tasks, lambda t: started.append(t.key) or t.key, lambda h: [(h[0], {"status": "ok", "summary": ""})], Outcome(), 2)
     assert started == ["T", "c"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from cellfactory import RUN, cell, write_cells
-from ecgbench.export import export_entries, merge_runs
+from ecgbench.report.export import export_entries, merge_runs
 
 N = 50
 
@@ -64,7 +64,7 @@ def test_merge_of_seed_shards_equals_one_run_of_both_seeds(tmp_path: Path):
     b = write_cells(tmp_path / "b", model_cells("kachuee", 1), {**RUN, "seeds": [1], "machine": {**RUN["machine"], "gpu": "H100"}})
     both = write_cells(tmp_path / "both", model_cells("kachuee", 0) + model_cells("kachuee", 1))
     merge_runs([a, b], tmp_path / "merged")
-    from ecgbench.report import write_report
+    from ecgbench.report.write import write_report
 
     write_report(both)
     merged = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecgbench.api import PluginError
-from ecgbench.cli import parser, run_config
-from ecgbench.plan import RunConfig
-from ecgbench.registry import RegistryError
+from ecgbench.contracts import PluginError
+from ecgbench.cli.main import parser, run_config
+from ecgbench.config.run import RunConfig
+from ecgbench.contracts.registry import RegistryError
 
 OPTIONS = {
     "--dataset": st.sampled_from(["mitbih", "ptbxl", "all", "mit*", "nope", "", ","]),
@@ -72,10 +72,10 @@ def test_any_command_line_is_a_configuration_or_one_line(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds", "0,a"], "--seeds '0,a': expected a comma-separated list of ints"),
-    (["--eps", "0,0.01"], "every eps must be a positive number"),
-    (["--jobs", "0", "--executor", "jobs"], "--jobs 0: must be at least 1"),
-    (["--modes", "static,nope"], "--modes: unknown mode 'nope'"),
+    (["--seeds", "0,a"], "--seeds '0,a': 'seeds' must be a list of integers"),
+    (["--eps", "0,0.01"], "--eps '0,0.01': 'eps' must be a list of positive numbers"),
+    (["--jobs", "0", "--executor", "jobs"], "--jobs 0: 'executor.jobs' must be an integer >= 1"),
+    (["--modes", "static,nope"], "--modes 'static,nope': unknown mode 'nope'"),
     (["--profile", "nope"], "nope"),
 ])
 def test_bad_values_name_the_option(args, message):

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ecgbench.api import PluginError
-from ecgbench.contracts import check_beats
-from ecgbench.data import cut_windows, minmax
+from ecgbench.contracts import PluginError
+from ecgbench.contracts.checks import check_beats
+from ecgbench.data.beats import cut_windows, minmax
 from ecgbench.plugins.datasets._beats import detect_and_cut, read_lead
 from ecgbench.plugins.datasets.mitbih import MitBih
 

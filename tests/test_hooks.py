@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from cellfactory import cell, write_cells
-from ecgbench import cli, hooks
-from ecgbench.api import PluginError
-from ecgbench.report import write_report
+from ecgbench.cli import main as cli
+from ecgbench.contracts import hooks
+from ecgbench.contracts import PluginError
+from ecgbench.report.write import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = [name for name, _ in inspect.getmembers(hooks.Specs, inspect.isfunction)]
@@ -149,13 +150,13 @@ def test_example_hooks_load_from_entry_points_and_env_var_hides_them(tmp_path, m
     _example()
     monkeypatch.delenv("ECGBENCH_PLUGINS", raising=False)
     assert "ecgbench-example:balanced-accuracy" in dict(hooks.manager().list_name_plugin())
-    monkeypatch.setenv("ECGBENCH_PLUGINS", "ecgbench")
+    monkeypatch.setenv("ECGBENCH_PLUGINS", "ecgbench-atk")
     assert dict(hooks.manager().list_name_plugin()) == {}
     out = _run(tmp_path)
     shown = _cli("balanced-accuracy", str(out))
     assert shown.returncode == 0, shown.stderr
     assert "| mitbih | kachuee | 75.0 | 25.0 |" in shown.stdout  # mean of per-class sensitivities, in %
-    assert _cli("balanced-accuracy", str(out), ECGBENCH_PLUGINS="ecgbench").returncode == 2  # no such command
+    assert _cli("balanced-accuracy", str(out), ECGBENCH_PLUGINS="ecgbench-atk").returncode == 2  # no such command
 
 
 def test_example_metric_and_section_appear_in_the_report(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def _takes_an_argument_no_spec_has(record, beats):  # registered only by the tes
 
 
 def test_an_invalid_hook_plugin_is_one_error_naming_it_and_the_cli_still_starts(monkeypatch, capsys):
-    from ecgbench import registry
+    from ecgbench.contracts import registry
 
     bad = registry.Entry("hooks", "bad-hooks", "test_hooks", "ecgbench-broken", "0.0.1")
     monkeypatch.setattr(registry, "hook_entries", lambda: [bad])

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cellfactory import cell, write_cells
-from ecgbench.report import write_report
+from ecgbench.report.write import write_report
 
 N = 60
 

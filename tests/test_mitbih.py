@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecgbench.api import PluginError
-from ecgbench.data import load_beats, minmax
+from ecgbench.contracts import PluginError
+from ecgbench.data.beats import minmax
+from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import DS1, DS2, MitBih
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ecgbench.api import Beats
-from ecgbench.registry import registry
-from ecgbench.train import build, classifier_step, default_optimizers, fit
+from ecgbench.contracts import Beats
+from ecgbench.contracts.registry import registry
+from ecgbench.engine.train import build, classifier_step, default_optimizers, fit
 
 MODELS = registry.names("models")
 AUGMENTING = [n for n in MODELS if hasattr(registry.get("models", n), "augment")]
@@ -29,7 +29,7 @@ def _model_cls(name: str) -> type:
 @pytest.fixture(scope="module")
 def _real_beats(tmp_path_factory: pytest.TempPathFactory) -> Beats:
     """MIT-BIH records 208 and 209: real 280-sample beats of all four classes (N, S, V, F)."""
-    from ecgbench.data import load_beats
+    from ecgbench.data.catalog import load_beats
     from ecgbench.plugins.datasets.mitbih import MitBih
 
     data_dir = Path(os.environ.get("ECGBENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from ecgbench import check, testing
-from ecgbench.api import PluginError
-from ecgbench.check import check_plugin
-from ecgbench.profiles import PROFILES
-from ecgbench.registry import KINDS, Entry, Registry, registry
-from ecgbench.runner import Cell, RunConfig, Runner
-from ecgbench.store import read_json
+from ecgbench.kit import check, testing
+from ecgbench.contracts import PluginError
+from ecgbench.kit.check import check_plugin
+from ecgbench.config.profiles import PROFILES
+from ecgbench.contracts.registry import KINDS, Entry, Registry, registry
+from ecgbench.config.run import RunConfig
+from ecgbench.execute.runner import Runner
+from ecgbench.plan.cells import Cell
+from ecgbench.store.io import read_json
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -31,7 +33,7 @@ def test_every_plugin_kind_has_a_contract_test_a_helper_a_check_and_docs():
     for kind in KINDS:
         one = kind[:-1]
         assert callable(globals().get(f"test_{one}_contract")), f"no contract test for entry-point group ecgbench.{kind}"
-        assert callable(getattr(testing, f"assert_{one}_contract", None)), f"ecgbench.testing has no assert_{one}_contract"
+        assert callable(getattr(testing, f"assert_{one}_contract", None)), f"ecgbench.kit.testing has no assert_{one}_contract"
         assert check.KINDS[one] == kind, f"`ecgbench check {one}` is not wired to ecgbench.{kind}"
         assert f'"ecgbench.{kind}"' in docs, f"docs/plugins.md does not document the ecgbench.{kind} group"
 

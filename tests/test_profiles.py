@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ecgbench.profiles import PROFILES, Profile, builtin_names, describe_profiles, get_profile, list_profiles
-from ecgbench.store import cache_key
+from ecgbench.config.profiles import PROFILES, Profile, builtin_names, describe_profiles, get_profile, list_profiles
+from ecgbench.store.io import cache_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,13 +69,13 @@ def test_as_dict_leaves_out_new_fields_only_while_none():
 def test_builtin_files_state_every_field_and_ship_as_package_data():
     """Every built-in file names every field (a reader sees all values), and pyproject ships the folder."""
     every = {f.name for f in fields(Profile)} - {"name"}
-    folder = resources.files("ecgbench").joinpath("profile_files")
+    folder = resources.files("ecgbench.config").joinpath("profile_files")
     for name in builtin_names():
         table = tomllib.loads(folder.joinpath(f"{name}.toml").read_text())
         assert set(table) == every, name
     assert set(builtin_names()) == {"smoke", "quick", "standard", "paper"}
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ecgbench"]
-    shipped = {p.name for pattern in package_data for p in (ROOT / "ecgbench").glob(pattern)}
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ecgbench.config"]
+    shipped = {p.name for pattern in package_data for p in (ROOT / "ecgbench" / "config").glob(pattern)}
     assert {f"{n}.toml" for n in builtin_names()} <= shipped
 
 
@@ -185,7 +185,7 @@ def test_describe_profiles_lists_every_profile_and_field():
 
 
 def test_profiles_command_prints_the_table(capsys, tmp_path):
-    from ecgbench.cli import main
+    from ecgbench.cli.main import main
 
     assert main(["profiles"]) == 0
     assert capsys.readouterr().out.strip() == describe_profiles().strip()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgbench.api import PluginError
+from ecgbench.contracts import PluginError
 from ecgbench.plugins.datasets._beats import detect_and_cut
 from ecgbench.plugins.datasets.ptb import Ptb, diagnosis
 

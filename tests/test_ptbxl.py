@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgbench.api import Beats, PluginError
+from ecgbench.contracts import Beats, PluginError
 from ecgbench.plugins.datasets._beats import detect_and_cut, resample
 from ecgbench.plugins.datasets.ptbxl import PtbXl, ecg_table
 

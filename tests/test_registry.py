@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ecgbench.registry import Entry, Registry, RegistryError, registry
+from ecgbench.contracts.registry import Entry, Registry, RegistryError, registry
 
 
 def _run(code: str, **env: str) -> str:
@@ -23,7 +23,7 @@ def test_builtins_are_registered_through_entry_points():
 
 
 def test_listing_names_imports_no_plugin_and_no_torch():
-    out = _run("import sys; from ecgbench.registry import registry, KINDS; "
+    out = _run("import sys; from ecgbench.contracts.registry import registry, KINDS; "
                "[registry.names(k) for k in KINDS]; print('torch' in sys.modules, 'ecgbench.baselines.kachuee' in sys.modules)")
     assert out == "False False"
 
@@ -64,7 +64,7 @@ def test_select_expands_all_globs_lists_and_keeps_backends():
 
 
 def test_environment_variable_limits_the_distributions_that_load():
-    code = "import json; from ecgbench.registry import registry; print(json.dumps(registry.names('models')))"
+    code = "import json; from ecgbench.contracts.registry import registry; print(json.dumps(registry.names('models')))"
     assert "kachuee" in json.loads(_run(code))
     assert json.loads(_run(code, ECGBENCH_PLUGINS="some-other-dist")) == []
     assert "kachuee" in json.loads(_run(code, ECGBENCH_PLUGINS="ecgbench"))

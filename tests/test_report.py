@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from cellfactory import cell, write_cells
-from ecgbench import cells as C
-from ecgbench import metrics, report
-from ecgbench.curves import curve_tables
+from ecgbench import metrics
+from ecgbench.report import results as C, tables as report, write
+from ecgbench.report.curves import curve_tables
 
 N = 40
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_not_converged_rule_is_a_third_of_the_gap_from_chance():
 
 def test_markdown_opens_with_the_headline_then_one_table_per_mode(board):
     df, cs = board
-    md = report.leaderboard_markdown(df, cs, {})
+    md = write.leaderboard_markdown(df, cs, {})
     lines = md.splitlines()
     first_table = next(i for i, l in enumerate(lines) if l.startswith("|"))
     assert lines[first_table].split("|")[1].strip() == "rank"
@@ -158,7 +158,7 @@ def test_curves_and_area_under_them_on_a_log_eps_grid():
     assert auc.loc[0, "auc white-box"] == pytest.approx(0.5)  # trapezoids (1+.5)/2 and (.5+0)/2 over 2 decades
     assert metrics.auc_log_eps([0.001, 0.1], [0.4, 0.4]) == pytest.approx(0.4)
     assert curve_tables(strong()) == {}  # one budget per attack: no curve
-    md = report.leaderboard_markdown(report.leaderboard(cs), cs, {})
+    md = write.leaderboard_markdown(report.leaderboard(cs), cs, {})
     row = md[md.index("area under the robust accuracy vs eps curve"):].splitlines()[-1]
     assert [c.strip() for c in row.strip("|").split("|")] == ["m", "50", "93.8", "0.001", "0.1"]  # black-box: (1+1)/2 + (1+.75)/2 over 2
 
@@ -188,7 +188,7 @@ def test_committed_run_rebuilds_with_headline_numbers_from_its_cells(tmp_path):
     out = tmp_path / "run"
     shutil.copytree(src / "cells", out / "cells")
     shutil.copy(src / "run.json", out / "run.json")
-    report.write_report(out)
+    write.write_report(out)
     first = {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()}
     board = json.loads((out / "leaderboard.json").read_text())
     for row in board:
@@ -203,5 +203,5 @@ def test_committed_run_rebuilds_with_headline_numbers_from_its_cells(tmp_path):
     assert md.index("| rank") < md.index("static attacks: accuracy")
     for name in ("perclass-mitbih.md", "table1-mitbih-adaptive.md", "robust-accuracy-mitbih.png", "perclass-mitbih.png", "overlays-mitbih.png"):
         assert (out / name).exists(), name
-    report.write_report(out)  # no timestamps, seeded bootstrap: a rebuild is byte-identical
+    write.write_report(out)  # no timestamps, seeded bootstrap: a rebuild is byte-identical
     assert {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()} == first

@@ -5,11 +5,14 @@ import json
 
 import pytest
 
-from ecgbench.profiles import PROFILES
-from ecgbench.plan import cells_of, plan
-from ecgbench.runner import Cell, RunConfig, Runner, parse_attack
-from ecgbench.keys import Keys
-from ecgbench.registry import registry
+from ecgbench.config.profiles import PROFILES
+from ecgbench.config.run import RunConfig
+from ecgbench.contracts.registry import parse_attack
+from ecgbench.data.catalog import Catalog
+from ecgbench.execute.runner import Runner
+from ecgbench.plan.cells import Cell, cells_of
+from ecgbench.plan.graph import Planner, plan
+from ecgbench.contracts.registry import registry
 
 
 def _config(tmp_path, data_dir, cache, **kw) -> RunConfig:
@@ -52,6 +55,14 @@ def test_white_box_attack_hurts_more_than_a_transferred_one(first_run):
     assert adaptive["perturbation"]["linf_max"] <= 0.1 + 1e-5
 
 
+def _catalog(cfg: RunConfig) -> Catalog:
+    return Catalog(registry, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
+
+
+def _planner(cfg: RunConfig) -> Planner:
+    return Planner(cfg, registry, _catalog(cfg))
+
+
 def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path, models=["kachuee", "ecg-atk-gan"], attacks=["fgsm", "pgd@foolbox"],
                   modes=("static", "adaptive", "adaptive-detect"))
@@ -64,25 +75,25 @@ def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data
 def test_the_graph_holds_each_training_and_static_set_once(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee", "acharya"], attacks=["fgsm", "pgd"],
                   modes=("static", "adaptive"), source="kachuee")
-    graph = plan(cfg, Keys(cfg))
+    graph = plan(cfg, registry, _catalog(cfg))
     kinds = [t.kind for t in graph.tasks.values()]
     # per model: one clean training and one per attack's static set; one static set per attack
     assert kinds.count("cell") == 2 * (1 + 2 * 2) and kinds.count("train") == 2 * 3 and kinds.count("static") == 2
     keys = list(graph.tasks)
     for task in graph.tasks.values():  # every task comes after the tasks it needs
         assert all(keys.index(d) < keys.index(task.key) for d in task.deps), task.label
-    static_cells = [t for t in graph.of_kind("cell") if t.spec["cell"]["mode"] != "clean"]
+    static_cells = [t for t in graph.of_kind("cell") if t.cell.mode != "clean"]
     assert all(any(graph.tasks[d].kind == "static" for d in t.deps) for t in static_cells)
 
 
 def test_without_the_static_mode_adaptive_cells_attack_the_clean_model(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee", "acharya"], attacks=["fgsm", "pgd"],
                   modes=("adaptive",), source="kachuee")
-    graph = plan(cfg, Keys(cfg))
+    graph = plan(cfg, registry, _catalog(cfg))
     assert not graph.of_kind("static") and len(graph.of_kind("train")) == 2  # one clean training per model
     with_static = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee"], attacks=["fgsm"], modes=("static", "adaptive"))
     cell = Cell("mitbih", "kachuee", "fgsm", "adaptive")
-    assert Keys(cfg).cell_key(cell) != Keys(with_static).cell_key(cell)  # a different model: never served for the other
+    assert _planner(cfg).cell_key(cell) != _planner(with_static).cell_key(cell)  # a different model: never served for the other
 
 
 def test_seeds_and_budgets_multiply_the_cells_and_change_every_key(tmp_path, data_dir):
@@ -94,9 +105,9 @@ def test_seeds_and_budgets_multiply_the_cells_and_change_every_key(tmp_path, dat
     assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, 0.003) in cells
     assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, None) in cells  # 0.01 is fgsm's own budget
     assert not [c for c in cells if c.attack == "boundary" and c.eps is not None]  # judged at each eps from one run
-    keys = Keys(cfg)
-    assert keys.cell_key(Cell("mitbih", "kachuee", None, "clean", 0)) != keys.cell_key(Cell("mitbih", "kachuee", None, "clean", 1))
-    assert keys.train_spec("mitbih", "kachuee", None, 0)["key"] != keys.train_spec("mitbih", "kachuee", None, 1)["key"]
+    pl = _planner(cfg)
+    assert pl.cell_key(Cell("mitbih", "kachuee", None, "clean", 0)) != pl.cell_key(Cell("mitbih", "kachuee", None, "clean", 1))
+    assert pl.train("mitbih", "kachuee", 0).key != pl.train("mitbih", "kachuee", 1).key
     paths = {c.path(tmp_path) for c in cells}
     assert len(paths) == len(cells)
     assert Cell("mitbih", "kachuee", None, "clean").path(tmp_path).name == "none.clean.json"  # old runs keep their files
@@ -110,8 +121,8 @@ def test_attack_specs_parse_back_end_and_variant():
 def test_detector_aware_loss_rewards_misclassification_and_penalises_detection():
     import torch
 
-    from ecgbench.adapters import art_classifier
-    from ecgbench.runner import DetectorAware, DetectorAwareLoss
+    from ecgbench.engine.adapters import art_classifier
+    from ecgbench.engine.detect import DetectorAware, DetectorAwareLoss
 
     loss = DetectorAwareLoss()
     y = torch.tensor([0])

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from ecgbench.store import Damaged, discard, entry_lock, load_arrays, load_entry, read_cell, save_arrays, save_entry, write_json
+from ecgbench.store.locks import entry_lock
+from ecgbench.store.io import Damaged, discard, load_arrays, load_entry, read_cell, save_arrays, save_entry, write_json
 
 
 def test_an_entry_reads_back_what_was_written(tmp_path):

@@ -1,4 +1,4 @@
-"""`ecgbench.train`: the harness trains exactly the plain loop, stops early by its stated rule, keeps its best checkpoint.
+"""`ecgbench.engine.train`: the harness trains exactly the plain loop, stops early by its stated rule, keeps its best checkpoint.
 
 On real MIT-BIH beats (the smoke records). The CUDA-graph path is checked against the eager one
 only where CUDA is available.
@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ecgbench.api import Beats
-from ecgbench.data import load_beats
+from ecgbench.contracts import Beats
+from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import MitBih
-from ecgbench.registry import registry
-from ecgbench.train import balanced_accuracy, build, classifier_step, fit, measure_step, predict
+from ecgbench.contracts.registry import registry
+from ecgbench.engine.train import balanced_accuracy, build, classifier_step, fit, measure_step, predict
 
 CPU = torch.device("cpu")
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgbench.adapters import art_classifier, n_classes_of, to_numpy
-from ecgbench.api import Attack, PluginError
+from ecgbench.engine.adapters import art_classifier, n_classes_of, to_numpy
+from ecgbench.contracts import Attack, PluginError
 
 from .seeding import seeded
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ecgbench.adapters import art_classifier, n_classes_of, to_numpy
-from ecgbench.api import Attack
+from ecgbench.engine.adapters import art_classifier, n_classes_of, to_numpy
+from ecgbench.contracts import Attack
 
 __all__ = ["CW", "cw_margin"]
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ecgbench.adapters import art_classifier, foolbox_model, n_classes_of, to_numpy
-from ecgbench.api import Attack, PluginError
+from ecgbench.engine.adapters import art_classifier, foolbox_model, n_classes_of, to_numpy
+from ecgbench.contracts import Attack, PluginError
 
 from .seeding import seeded
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ecgbench.adapters import art_classifier, foolbox_model, n_classes_of, to_numpy
-from ecgbench.api import Attack
+from ecgbench.engine.adapters import art_classifier, foolbox_model, n_classes_of, to_numpy
+from ecgbench.contracts import Attack
 
 
 def _art(attack_cls: type, model: Any, x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float], **kw: Any) -> torch.Tensor:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ecgbench.api import PluginError
-from ecgbench.data import cut_windows, minmax
+from ecgbench.contracts import PluginError
+from ecgbench.data.beats import cut_windows, minmax
 from ecgbench.plugins.datasets._records import read_channel, read_header
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from ecgbench.api import PluginError
+from ecgbench.contracts import PluginError
 
 if TYPE_CHECKING:
     import wfdb  # imported where used: it is slow to import

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgbench.api import Beats, Dataset, PluginError
-from ecgbench.data import cut_windows, minmax
+from ecgbench.contracts import Beats, Dataset, PluginError
+from ecgbench.data.beats import cut_windows, minmax
 from ecgbench.plugins.datasets._records import (
     check_rate, find_records, listed_records, read_annotations, read_channel, read_header, record_files,
 )

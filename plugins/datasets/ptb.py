@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ecgbench.api import Beats, Dataset, PluginError
-from ecgbench.data import cap_per_class
+from ecgbench.contracts import Beats, Dataset, PluginError
+from ecgbench.data.beats import cap_per_class
 from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
 from ecgbench.plugins.datasets._records import find_records, listed_records, read_header, record_files
 

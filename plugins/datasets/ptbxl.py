@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ecgbench.api import Beats, Dataset, PluginError
+from ecgbench.contracts import Beats, Dataset, PluginError
 from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
 from ecgbench.plugins.datasets._records import find_records, require_files
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ecgbench.api import Beats, Dataset, PluginError
+from ecgbench.contracts import Beats, Dataset, PluginError
 from ecgbench.plugins.datasets.mitbih import DS1, MitBih
 
 __all__ = ["MitBihDS1"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgbench.hooks import hookimpl
+from ecgbench.contracts.hooks import hookimpl
 
 
 def balanced_accuracy(record: dict) -> float:
@@ -60,7 +60,7 @@ def ecgbench_report_section(cells: list[dict], run: dict) -> tuple[str, str]:
 
 
 def cmd_balanced(args: argparse.Namespace) -> int:
-    from ecgbench.cells import load_cells
+    from ecgbench.report.results import load_cells
 
     print(section_table(load_cells(Path(args.run_dir))))
     return 0

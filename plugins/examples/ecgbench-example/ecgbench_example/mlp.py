@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ecgbench.api import Model
+from ecgbench.contracts import Model
 
 __all__ = ["ExampleMLP"]
 

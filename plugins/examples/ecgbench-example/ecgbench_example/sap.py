@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ecgbench.api import Attack
+from ecgbench.contracts import Attack
 
 __all__ = ["SAP", "sap_kernel"]
 

@@ -1,4 +1,4 @@
-"""A plugin package's own tests: ecgbench's contract checks, called through `ecgbench.testing`.
+"""A plugin package's own tests: ecgbench's contract checks, called through `ecgbench.kit.testing`.
 
 Run with `pytest plugins/examples/ecgbench-example/tests` (ECGBENCH_DATA pointing at the folder
 that holds mitdb/). These are the checks `ecgbench check KIND NAME` prints, as pytest assertions.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecgbench import testing
+from ecgbench.kit import testing
 
 from ecgbench_example.ds1 import MitBihDS1
 from ecgbench_example.mlp import ExampleMLP

@@ -1,0 +1,227 @@
+"""Command line: `ecgbench run | report | compare | list | plugins | check | data download`.
+
+Errors are caught once, here, and printed as one line (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecgbench import __version__
+from ecgbench.config.run import DATA_ENV, data_dir
+from ecgbench.contracts.registry import KINDS, registry
+
+if TYPE_CHECKING:
+    from ecgbench.config.run import RunConfig
+
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for kind in KINDS:
+        print(f"{kind}: {', '.join(registry.names(kind)) or '(none)'}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    entries = [e.as_dict() for e in registry.entries]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            print(f"{e['kind']:<9} {e['name']:<14} {e['dist']} {e['version']}  ({e['value']})")
+    return 0
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The run options given on the command line, under the configuration's key names (None: not given)."""
+    seeds = args.seeds if args.seeds is not None else (None if args.seed is None else str(args.seed))
+    return {"datasets": args.dataset, "models": args.models, "attacks": args.attacks, "modes": args.modes,
+            "profile": args.profile, "split": args.split, "source": args.source, "out": args.out, "data_dir": args.data_dir,
+            "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads, "seeds": seeds, "eps": args.eps,
+            "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu}
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run's configuration from the options (and `--config`), every value checked: a fault is one line."""
+    from ecgbench.config.run import run_config as resolve
+
+    return resolve(run_options(args), args.config, command="ecgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                   force=args.force, retry_failed=args.retry_failed, progress=not args.no_progress, verbose=args.verbose)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ecgbench import log
+
+    log.configure(quiet=args.quiet, verbose=args.verbose, progress=not args.no_progress)
+    cfg = run_config(args)
+    out = cfg.out
+    if args.dry_run:
+        from ecgbench.execute.estimate import dry_run
+
+        print(dry_run(cfg, calibrate=not args.no_calibrate))
+        return 0
+    from ecgbench.report.write import write_report
+    from ecgbench.execute.runner import Runner
+
+    manifest = Runner(cfg).run(wait=args.wait)
+    write_report(out)
+    print(f"tables and figures written to {out}/: open {out}/leaderboard.html in a browser (also leaderboard.md, .csv, .json)")
+    if manifest["failures"]:
+        print(f"{len(manifest['failures'])} cell(s) failed; first: {manifest['failures'][0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ecgbench.report.write import write_report
+
+    for path in write_report(Path(args.run_dir)):
+        print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ecgbench.report.compare import compare_with_paper
+
+    print(compare_with_paper(Path(args.run_dir), args.mode))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ecgbench.kit.check import check_plugin
+
+    for line in check_plugin(args.kind, args.name, data_dir(args.data_dir)):
+        print(line)
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """`ecgbench profiles [NAME_OR_PATH ...]`: the built-in profiles, or the ones named, as a table."""
+    from ecgbench.config.profiles import describe_profiles, get_profile, list_profiles
+
+    print(describe_profiles([get_profile(n) for n in args.names] if args.names else list_profiles()))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from ecgbench.data.download import download
+
+    print(download(args.database, data_dir(args.to)))
+    return 0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (`ecgbench run: error: ...`), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="ecgbench", description="Adversarial-robustness benchmark for ECG beat classifiers.")
+    p.add_argument("--version", action="version", version=f"ecgbench {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train and attack every model x attack, write cells and tables")
+    r.add_argument("--config", default=None, help="a run.toml: any option below; the command line overrides it")
+    r.add_argument("--dataset", "--datasets", default=None, help="dataset name(s), globs or 'all' (default mitbih)")
+    r.add_argument("--models", default=None, help="model names, globs ('kach*') or 'all' (default)")
+    r.add_argument("--attacks", default=None, help="attack specs: 'all' (default), 'fgsm,pgd', 'pgd@foolbox', 'hsj@art:paper-reference'")
+    r.add_argument("--modes", default=None, help="any of static (paper 3.1), adaptive, adaptive-detect (default all three)")
+    r.add_argument("--profile", default=None, help="smoke | quick (default) | standard | paper | path/to/profile.toml")
+    r.add_argument("--split", default=None, help="random (paper; default) | inter-patient (mitbih) | patient | strat-fold (ptbxl)")
+    r.add_argument("--source", default=None, help="model the static attacks are made against (default ecg-atk-gan, paper 2.3)")
+    r.add_argument("--seed", type=int, default=None, help="one seed for splits, weights and attacks (default: the profile's, 0)")
+    r.add_argument("--seeds", default=None, help="several seeds, '0,1,2': the plan runs per seed, tables show mean and spread")
+    r.add_argument("--eps", default=None, help="budgets for robustness curves, '0.001,0.003,0.01,0.03,0.1' (adaptive modes)")
+    r.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<profile>)")
+    r.add_argument("--data-dir", default=None, help=f"data root holding mitdb/, ptbxl/ ... (default ${DATA_ENV}, else ./data)")
+    r.add_argument("--cache-dir", default=None, help="cache for beats, checkpoints, attacked sets (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")
+    r.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    r.add_argument("--executor", default=None, choices=["serial", "jobs", "ray"], help="how tasks run (default serial)")
+    r.add_argument("--jobs", type=int, default=None, help="worker processes for --executor jobs")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per task (default: torch's choice; cores/jobs with jobs)")
+    r.add_argument("--ray-address", default=None, help="auto | host:port of a running Ray cluster (default: start a local one)")
+    r.add_argument("--tasks-per-gpu", type=int, default=None, help="Ray tasks sharing one GPU (each asks for 1/K of it)")
+    r.add_argument("--dry-run", action="store_true", help="print the task graph and an estimated wall time; compute nothing")
+    r.add_argument("--no-calibrate", action="store_true", help="with --dry-run: counts only, no timing of steps and attacks")
+    r.add_argument("--wait", action="store_true", help="if another run holds the results folder, wait for it instead of stopping")
+    r.add_argument("--force", action="store_true", help="recompute every cell")
+    r.add_argument("--retry-failed", action="store_true", help="recompute failed cells")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    r.add_argument("--verbose", "-v", action="store_true", help="also each epoch and task")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild tables and figures from a run folder's cell files")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="our Table 1/2 numbers beside the paper's, cell by cell")
+    c.add_argument("run_dir")
+    c.add_argument("--paper", action="store_true", help="compare with the ECG-ATK-GAN paper (the only reference so far)")
+    c.add_argument("--mode", default="static", choices=["static", "adaptive"])
+    c.set_defaults(func=cmd_compare)
+
+    sub.add_parser("list", help="registered datasets, models and attacks").set_defaults(func=cmd_list)
+    pl = sub.add_parser("plugins", help="every entry point with its distribution and version")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+
+    ch = sub.add_parser("check", help="run the plugin contract checks on one registered plugin")
+    ch.add_argument("kind", choices=[k[:-1] for k in KINDS])
+    ch.add_argument("name")
+    ch.add_argument("--data-dir", default=None)
+    ch.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="download a PhysioNet database with wfdb (needs internet)")
+    dl.add_argument("database", help="mitdb | ptbdb | ptbxl")
+    dl.add_argument("--to", default=None, help=f"data root (default ${DATA_ENV}, else ./data)")
+    dl.set_defaults(func=cmd_download)
+
+    pr = sub.add_parser("profiles", help="the run profiles and their fields (the built-in ones, or those named)")
+    pr.add_argument("names", nargs="*", help="profile names or paths to .toml files (default: every built-in profile)")
+    pr.set_defaults(func=cmd_profiles)
+
+    from ecgbench.cli.commands import add_report_commands  # export, merge and hook plugins' sub-commands
+
+    add_report_commands(sub)
+    return p
+
+
+class Stopped(BaseException):
+    """SIGTERM: unwind like Ctrl-C (atomic writes leave every file whole), then exit 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.func(args)
+    except (KeyboardInterrupt, Stopped) as exc:
+        what = "stopped (SIGTERM)" if isinstance(exc, Stopped) else "interrupted"
+        print(f"ecgbench: {what}; finished cells are kept: rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Stopped) else 130
+    except Exception as exc:  # noqa: BLE001 - the one place errors become a message
+        if args.debug:
+            raise
+        print(f"ecgbench: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""One registry of datasets, models and attacks, fed by Python entry points and loaded lazily.
+
+Listing names reads package metadata only; a plugin's module is imported on first `get()`.
+`ECGBENCH_PLUGINS` (comma-separated distribution names) limits which distributions load.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, distributions
+from typing import Any, Iterable
+
+KINDS = ("datasets", "models", "attacks")
+ENV_VAR = "ECGBENCH_PLUGINS"
+
+__all__ = ["KINDS", "ENV_VAR", "Entry", "Registry", "RegistryError", "registry", "parse_attack", "attack_name"]
+
+
+class RegistryError(LookupError):
+    """An unknown, duplicate or unloadable plugin; the message names it and its distribution."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An entry point with the distribution that declared it, so errors and listings can name both."""
+
+    kind: str
+    name: str
+    value: str
+    dist: str
+    version: str
+
+    def load(self) -> Any:
+        try:
+            return EntryPoint(self.name, self.value, f"ecgbench.{self.kind}").load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, and is reported as such
+            raise RegistryError(
+                f"{self.kind[:-1]} plugin {self.name!r} from {self.dist} {self.version} failed to load "
+                f"({self.value}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name, "value": self.value, "dist": self.dist, "version": self.version}
+
+
+def discover() -> list[Entry]:
+    """Every `ecgbench.*` entry point of every installed distribution, allowed by ECGBENCH_PLUGINS."""
+    allowed = os.environ.get(ENV_VAR)
+    allow = None if allowed is None else {a.strip().lower().replace("_", "-") for a in allowed.split(",") if a.strip()}
+    found, seen = [], set()
+    for dist in distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        key = dist_name.lower().replace("_", "-")
+        if key in seen or (allow is not None and key not in allow):
+            continue  # a distribution visible on two sys.path entries is one distribution
+        seen.add(key)
+        for ep in dist.entry_points:
+            if ep.group.startswith("ecgbench.") and ep.group[len("ecgbench."):] in KINDS:
+                found.append(Entry(ep.group[len("ecgbench."):], ep.name, ep.value, dist_name, dist.version))
+    return found
+
+
+def hook_entries() -> list[Entry]:
+    """Every `ecgbench.hooks` entry point (pluggy hook modules, see ecgbench/hooks.py), allowed by ECGBENCH_PLUGINS."""
+    allowed = os.environ.get(ENV_VAR)
+    allow = None if allowed is None else {a.strip().lower().replace("_", "-") for a in allowed.split(",") if a.strip()}
+    found, seen = [], set()
+    for dist in distributions():
+        key = (dist.metadata["Name"] or "?").lower().replace("_", "-")
+        if key in seen or (allow is not None and key not in allow):
+            continue
+        seen.add(key)
+        found += [Entry("hooks", ep.name, ep.value, dist.metadata["Name"], dist.version) for ep in dist.entry_points if ep.group == "ecgbench.hooks"]
+    return found
+
+
+class Registry:
+    """Name -> plugin class, per kind. A name declared twice is an error naming both distributions."""
+
+    def __init__(self, entries: Iterable[Entry] | None = None) -> None:
+        self._entries = None if entries is None else list(entries)
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    @property
+    def entries(self) -> list[Entry]:
+        if self._entries is None:
+            self._entries = discover()
+        return self._entries
+
+    def _index(self, kind: str) -> dict[str, Entry]:
+        if kind not in KINDS:
+            raise RegistryError(f"unknown plugin kind {kind!r}; kinds are {', '.join(KINDS)}")
+        index: dict[str, Entry] = {}
+        for e in self.entries:
+            if e.kind != kind:
+                continue
+            if e.name in index and index[e.name].value != e.value:
+                raise RegistryError(
+                    f"{kind[:-1]} name {e.name!r} is registered by two distributions: "
+                    f"{index[e.name].dist} {index[e.name].version} ({index[e.name].value}) and {e.dist} {e.version} ({e.value})"
+                )
+            index[e.name] = e
+        return index
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._index(kind))
+
+    def entry(self, kind: str, name: str) -> Entry:
+        index = self._index(kind)
+        if name not in index:
+            known = ", ".join(sorted(index)) or "(none registered)"
+            raise RegistryError(f"unknown {kind[:-1]} {name!r}; registered: {known}")
+        return index[name]
+
+    def get(self, kind: str, name: str) -> Any:
+        key = (kind, name)
+        if key not in self._loaded:
+            self._loaded[key] = self.entry(kind, name).load()
+        return self._loaded[key]
+
+    def select(self, kind: str, patterns: str | Iterable[str]) -> list[str]:
+        """Expand `all`, comma lists and fnmatch globs (`'kach*'`) into registered names, in the order given."""
+        if isinstance(patterns, str):
+            patterns = [p for p in patterns.split(",")]
+        names, out = self.names(kind), []
+        for pattern in (p.strip() for p in patterns):
+            if not pattern:
+                continue
+            base, suffix = _split_suffix(pattern)
+            matched = names if base == "all" else fnmatch.filter(names, base)
+            if not matched:
+                raise RegistryError(f"no {kind[:-1]} matches {base!r}; registered: {', '.join(names) or '(none)'}")
+            out += [m + suffix for m in matched if m + suffix not in out]
+        return out
+
+
+def parse_attack(spec: str) -> tuple[str, str | None, str | None]:
+    """An attack spec `pgd@foolbox:variant` -> (`pgd`, `foolbox`, `variant`): the one place specs are parsed."""
+    head, _, variant = spec.partition(":")
+    name, _, backend = head.partition("@")
+    return name, backend or None, variant or None
+
+
+def attack_name(spec: str | None) -> str | None:
+    """The registered name in a spec (`pgd@foolbox` -> `pgd`), None for no attack."""
+    return parse_attack(spec)[0] if spec else None
+
+
+def _split_suffix(pattern: str) -> tuple[str, str]:
+    """`pgd@foolbox:paper-reference` -> (`pgd`, `@foolbox:paper-reference`): back-end and variant ride along."""
+    cut = min((i for i in (pattern.find("@"), pattern.find(":")) if i >= 0), default=len(pattern))
+    return pattern[:cut], pattern[cut:]
+
+
+registry = Registry()

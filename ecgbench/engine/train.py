@@ -1,0 +1,276 @@
+"""One training harness for every model: same data, seeds, folds, batches, devices and checkpoint rules.
+
+Model selection never sees the test set: each fold's validation beats are real training beats
+(never SMOTE output), scored by balanced accuracy (mean per-class sensitivity; our choice, since
+the paper says only "best validation score" and plain accuracy would reward predicting N).
+
+On CUDA the loop never waits for the device inside an epoch (issue 10): a step returns its loss as
+a detached tensor, the losses are read once per epoch, the data live on the device and each batch
+is gathered there (the permutation is drawn on the CPU from the fold's seed, so the CPU and the GPU
+see the same batches), models run through `ecgbench.engine.accel.accelerate` (Conv1d as channels-last
+Conv2d), and `cuda_graphs=True` (or ECGBENCH_CUDA_GRAPHS=1) replays each full batch's step as a CUDA
+graph. On the CPU the arithmetic is exactly what it was: same batches, same kernels, same float32
+losses averaged in float64, so checkpoints are bit-identical to the plain loop's.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
+from ecgbench.contracts.base import Beats, PluginError
+
+__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy",
+           "measure_step", "FitResult"]
+
+
+def build(model_cls: type, n_classes: int, window: int, seed: int) -> nn.Module:
+    """A fresh model, seeded so that two builds with one seed hold the same weights."""
+    torch.manual_seed(seed)
+    model = model_cls(n_classes, window)
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"model {model_cls.__name__} built a {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def default_optimizers(model: nn.Module) -> list[torch.optim.Optimizer]:
+    """Adam with the model's own paper's settings (class attributes `lr`, `betas`)."""
+    return [torch.optim.Adam(model.parameters(), lr=getattr(model, "lr", 1e-3), betas=getattr(model, "betas", (0.9, 0.999)))]
+
+
+def classifier_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
+                    optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
+    """The standard step for a CNN: cross-entropy on clean and attacked beats alike; the loss, detached, on the device."""
+    opt = optimizers[0]
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def training_hooks(model: nn.Module) -> tuple[list[torch.optim.Optimizer], Callable[..., torch.Tensor | float]]:
+    """The model's optimisers and step: its own `configure_optimizers` / `training_step`, else Adam and `classifier_step`.
+
+    A step is called as `step(x, y, attacked, optimizers)` and returns the batch loss, a tensor
+    (read once per epoch) or a float (which costs a host sync per step on a GPU).
+    """
+    optimizers = model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
+    return optimizers, getattr(model, "training_step", None) or partial(classifier_step, model)
+
+
+def _mean_loss(losses: list[torch.Tensor | float]) -> float:
+    """The mean of an epoch's step losses, read from the device in one transfer.
+
+    Each float32 loss becomes the same float64 value `float(loss)` gave, and numpy averages them, so
+    the result is what averaging the floats step by step gave, bit for bit.
+    """
+    tensors = [v.detach().reshape(()).double() for v in losses if torch.is_tensor(v)]
+    host = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).cpu().tolist() if tensors else [])
+    return float(np.mean([next(host) if torch.is_tensor(v) else float(v) for v in losses])) if losses else float("nan")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device, batch: int = 2048) -> np.ndarray:
+    """Logits for beats [n, window] or [n, 1, window], in eval mode."""
+    model.eval()
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.ndim == 2:
+        x = x[:, None]
+    out = [model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    present = [c for c in range(n_classes) if (y == c).any()]
+    return float(np.mean([(pred[y == c] == c).mean() for c in present])) if present else float("nan")
+
+
+@dataclass
+class FitResult:
+    state: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+
+def _training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_target: int, seed: int) -> Beats:
+    """Real beats, balanced by the model's own `augment` or by SMOTE, plus attacked copies (paper 3.1)."""
+    from ecgbench.data.beats import smote  # here, so that this module imports with torch and numpy alone (the GPU probe)
+
+    if hasattr(model, "augment"):
+        train = model.augment(train, seed)
+    elif getattr(model, "oversample", "smote") == "smote":
+        train = smote(train, smote_target, seed)
+    if attacked is not None and len(attacked):
+        train = Beats.concat([train, attacked])
+    return train
+
+
+def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[tuple[np.ndarray, np.ndarray]], *,
+        attacked: Beats | None = None, attacked_source: np.ndarray | None = None, epochs: int, batch_size: int,
+        smote_target: int, device: torch.device, seed: int, progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, patience: int | None = None,
+        cuda_graphs: bool | None = None, accelerated: bool = True) -> FitResult:
+    """Train one model per fold and keep the checkpoint with the best validation score over all folds.
+
+    `attacked` holds adversarial copies of the training beats at positions `attacked_source`; a copy
+    joins a fold's training side only if its clean original does, and its validation side likewise.
+
+    `patience`: stop a fold once its validation score has not improved for that many epochs
+    (`epochs` is then the most it runs; issue 11). The info dict records, for the fold whose
+    checkpoint is kept, `best_epoch`, `epochs_run` and its `curve` (epoch, loss, validation
+    balanced accuracy per epoch). `accelerated`: run the model through `accel.accelerate` (acts
+    on CUDA only). `cuda_graphs` (default: ECGBENCH_CUDA_GRAPHS, off): on CUDA, replay each full
+    batch's step as a CUDA graph (`accel.GraphedStep`; the last partial batch runs eagerly); if
+    capture fails, the fold trains eagerly and the reason is warned.
+    """
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+    if cuda_graphs is None:
+        cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", False)
+    device = torch.device(device)
+    best: FitResult | None = None
+    best_fold = 0
+    curves: list[list[dict[str, Any]]] = []
+    graphed_folds: list[bool] = []
+    start = time.perf_counter()
+    epoch_seconds: list[float] = []
+    for fold, (tr, va) in enumerate(folds):
+        model = build(model_cls, n_classes, window, seed + fold).to(device)
+        if accelerated:
+            model = accelerate(model, device)
+        adv_tr = adv_va = None
+        if attacked is not None and attacked_source is not None:
+            adv_tr = attacked.take(np.flatnonzero(np.isin(attacked_source, tr)))
+            adv_va = attacked.take(np.flatnonzero(np.isin(attacked_source, va)))
+        data = _training_set(model, train.take(tr), adv_tr, smote_target, seed + fold)
+        val = Beats.concat([train.take(va)] + ([adv_va] if adv_va is not None else []))
+        x = torch.as_tensor(data.x, dtype=torch.float32, device=device)[:, None]
+        y = torch.as_tensor(data.y, dtype=torch.long, device=device)
+        flag = torch.as_tensor(data.attacked, dtype=torch.long, device=device)
+        x_val = torch.as_tensor(val.x, dtype=torch.float32, device=device)[:, None]
+        optimizers, step = training_hooks(model)
+        model.train()
+        graphed = _graphed(step, model, optimizers, x, y, flag, batch_size) if cuda_graphs and device.type == "cuda" else None
+        graphed_folds.append(graphed is not None)
+        gen = torch.Generator(device="cpu").manual_seed(seed + fold)
+        curve: list[dict[str, Any]] = []
+        curves.append(curve)
+        fold_best, since_best = -np.inf, 0
+        bar = _progress(range(epochs), f"train {model_cls.__name__} fold {fold + 1}/{len(folds)}", progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(y), generator=gen).to(device)
+            loss = _epoch(step, optimizers, x, y, flag, order, batch_size, graphed)
+            score = balanced_accuracy(val.y, predict(model, x_val, device).argmax(1), n_classes)
+            epoch_seconds.append(time.perf_counter() - t0)
+            record = {"fold": fold, "epoch": epoch + 1, "loss": loss, "val_balanced_accuracy": score}
+            curve.append({k: record[k] for k in ("epoch", "loss", "val_balanced_accuracy")})
+            if progress:
+                bar.set_postfix(loss=f"{loss:.4f}", val=f"{score:.3f}")
+            if on_epoch:
+                on_epoch(record)
+            if best is None or score > best.info["val_balanced_accuracy"]:
+                state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best, best_fold = FitResult(state, {**record, "train_counts": data.counts(n_classes), "n_train": len(data)}), fold
+            fold_best, since_best = (score, 0) if score > fold_best else (fold_best, since_best + 1)
+            if patience is not None and since_best >= patience:
+                break
+        del graphed
+    assert best is not None, "fit needs at least one fold and one epoch"
+    best.info.update(
+        seconds=time.perf_counter() - start,
+        seconds_per_epoch=float(np.mean(epoch_seconds)),
+        n_params=sum(p.numel() for p in model.parameters()),
+        best_epoch=best.info["epoch"],
+        epochs_run=len(curves[best_fold]),
+        epochs_run_per_fold=[len(c) for c in curves],
+        patience=patience,
+        curve=curves[best_fold],
+        cuda_graphs=graphed_folds[best_fold],
+    )
+    return best
+
+
+def _progress(epochs: range, desc: str, show: bool) -> Any:
+    """A tqdm bar over the epochs when asked for (imported only then: the GPU probe runs without tqdm)."""
+    if not show:
+        return epochs
+    from tqdm.auto import tqdm
+
+    return tqdm(epochs, desc=desc, leave=False)
+
+
+def _graphed(step: Callable[..., Any], model: nn.Module, optimizers: list[torch.optim.Optimizer], x: torch.Tensor,
+             y: torch.Tensor, flag: torch.Tensor, batch_size: int) -> GraphedStep | None:
+    """The fold's step as a CUDA graph, or None (with a warning saying why) when it cannot be captured."""
+    try:
+        return GraphedStep(step, model, optimizers, x, y, flag, batch_size)
+    except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager loop
+        warnings.warn(f"CUDA graph capture failed, training this fold eagerly: {type(exc).__name__}: {exc}", stacklevel=3)
+        return None
+
+
+def _epoch(step: Callable[..., Any], optimizers: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
+           flag: torch.Tensor, order: torch.Tensor, batch_size: int, graphed: GraphedStep | None) -> float:
+    """One pass over the batches of `order`; the mean step loss, read from the device once."""
+    batches = order.split(batch_size)
+    if graphed is None:
+        return _mean_loss([step(x[b], y[b], flag[b], optimizers) for b in batches])
+    for b in batches:
+        if len(b) == batch_size:
+            graphed(b)
+        else:
+            graphed.eager(b)
+    return graphed.take_loss_sum() / len(batches)
+
+
+def measure_step(model_cls: type, n_classes: int, window: int, batch_size: int, device: torch.device | str,
+                 steps: int, *, warmup: int = 3, accelerated: bool = True, cuda_graphs: bool = False,
+                 autocast: torch.dtype | None = None, host_sync: bool = False, seed: int = 0) -> float:
+    """Seconds per training step of `model_cls` after `warmup` steps, as `fit` runs it, on random beats.
+
+    For the dry-run calibration and the benchmarks: the model's own optimisers and step on batches
+    of `batch_size` beats in [0, 1] (half of them flagged attacked for models that train on attacked
+    beats), the device synchronised before and after the timed steps. `autocast` (e.g. torch.bfloat16)
+    runs the step under torch.autocast, for information only: the harness trains in float32.
+    `host_sync` reads each loss with `float()`, as the harness did before issue 10 (the baseline).
+    """
+    device = torch.device(device)
+    model = build(model_cls, n_classes, window, seed).to(device)
+    if accelerated:
+        model = accelerate(model, device)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    n = 4 * batch_size
+    x = torch.rand(n, 1, window, generator=gen).to(device)
+    y = (torch.arange(n) % n_classes).to(device)
+    flag = (torch.arange(n) % 2 if getattr(model, "wants_attacked", False) else torch.zeros(n, dtype=torch.long)).to(device)
+    optimizers, step = training_hooks(model)
+    if autocast is not None or host_sync:
+        plain_step = step
+
+        def step(*args: Any) -> Any:
+            with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                loss = plain_step(*args)
+            return float(loss) if host_sync else loss
+
+    batches = torch.randperm(n, generator=gen).to(device).split(batch_size)
+    graphed = GraphedStep(step, model, optimizers, x, y, flag, batch_size, warmup) if cuda_graphs else None
+    run = graphed if graphed is not None else (lambda b: step(x[b], y[b], flag[b], optimizers))
+    for i in range(warmup):
+        run(batches[i % len(batches)])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        run(batches[i % len(batches)])
+    sync(device)
+    return (time.perf_counter() - t0) / max(steps, 1)

@@ -1,0 +1,113 @@
+"""Executors: how a task graph runs. `serial` (in this process), `jobs` (local worker processes), `ray`.
+
+What to run (the plan) is kept apart from how (benchopt's `--n-jobs` / parallel backends), but our
+tasks have dependencies, so an executor starts a task only when the tasks it needs are done. Every
+task writes its outputs to the store, so a run started under one executor resumes under another;
+each task seeds its own random generators and pins torch's threads, so the cell files do not depend
+on the executor (timing fields aside).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable
+
+from ecgbench import log
+from ecgbench.config.run import RunConfig
+from ecgbench.plan.graph import Graph
+from ecgbench.plan.tasks import Task
+
+__all__ = ["Outcome", "schedule", "needed", "threads_per_task", "pin_threads"]
+
+@dataclass
+class Outcome:
+    """What the driver learns from the tasks: counts, failures and the summary line of each cell."""
+
+    computed: int = 0
+    trainings: int = 0
+    attack_calls: int = 0
+    failures: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # per task run: what, where, when, how long
+
+    def add(self, task: Task, result: dict) -> None:
+        if "timing" in result:
+            self.timeline.append({"task": task.label, "kind": task.kind, "status": result["status"], **result["timing"]})
+        self.trainings += result.get("trainings", 0)
+        self.attack_calls += result.get("attack_calls", 0)
+        if task.kind == "cell":
+            self.computed += 1
+            log.info(result["summary"])
+            if result["status"] != "ok":
+                self.failures.append(f"{task.label}: {result['error']}")
+
+
+def threads_per_task(cfg: RunConfig, workers: int) -> int:
+    """torch threads in each task: `--threads`, else the cores shared out between the workers (0: torch's choice)."""
+    if cfg.threads:
+        return cfg.threads
+    return 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+
+
+def pin_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def needed(graph: Graph, todo: Iterable[Task], cached: Callable[[Task], bool] = lambda t: False) -> list[Task]:
+    """The tasks to run and every task they need, in the graph's (dependency) order.
+
+    A training or static set that is `cached` is left out, and so is what only it needed (a static
+    set in the cache needs no source model). A cached entry found damaged when loaded is recomputed
+    by the worker, which then makes what it needs on demand.
+    """
+    need: set[str] = set()
+    stack = [t.key for t in todo]
+    while stack:
+        key = stack.pop()
+        task = graph.tasks[key]
+        if key in need or (task.kind != "cell" and cached(task)):
+            continue
+        need.add(key)
+        stack += task.deps
+    return [t for k, t in graph.tasks.items() if k in need]
+
+
+def schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[list[Any]], list[tuple[Any, dict]]],
+              outcome: Outcome, slots: int) -> None:
+    """Start each task once the tasks it needs are done; a task whose dependency failed fails with its message.
+
+    With several slots, ready trainings and static sets go before ready cells: they unblock further
+    work and are the long tasks, and the many short cells then fill the workers to the end (longest
+    first). One slot keeps the graph's order, so a serial run reports its first cells early.
+    """
+    listed = {t.key for t in tasks}
+    state: dict[str, str] = {d: "ok" for t in tasks for d in t.deps if d not in listed}  # key -> "ok" | error; unlisted: cached
+    waiting = sorted(tasks, key=lambda t: t.kind == "cell") if slots > 1 else list(tasks)  # stable: graph order within
+    running: dict[Any, Task] = {}
+    while waiting or running:
+        for task in list(waiting):
+            if len(running) >= slots:
+                break
+            blocked = [state[d] for d in task.deps if d in state and state[d] != "ok"]
+            if blocked:
+                waiting.remove(task)
+                task = replace(task, error=task.error or blocked[0])
+                if task.kind != "cell":
+                    state[task.key] = task.error
+                    continue
+                running[submit(task)] = task
+            elif all(state.get(d) == "ok" for d in task.deps):
+                waiting.remove(task)
+                running[submit(task)] = task
+        if not running:
+            if waiting:  # cannot happen with a well-formed graph; never spin
+                raise RuntimeError(f"task graph stuck at {waiting[0].label}")
+            break
+        for handle, result in wait(list(running)):
+            task = running.pop(handle)
+            state[task.key] = "ok" if result["status"] == "ok" else (result.get("error") or "failed")
+            if task.kind != "cell" and result["status"] != "ok":
+                log.info(f"FAILED {task.label}: {result.get('error')}")
+            outcome.add(task, result)

@@ -1,0 +1,49 @@
+"""The training task: a model fitted on clean beats (or clean + a static set), checkpointed in the verified cache."""
+from __future__ import annotations
+
+import torch
+
+from ecgbench import log
+from ecgbench.engine.accel import accelerate
+from ecgbench.engine.train import fit
+from ecgbench.execute.context import Context
+from ecgbench.plan.tasks import TrainTask
+from ecgbench.store.io import verified
+from ecgbench.store.layout import checkpoint_path, read_checkpoint, save_checkpoint
+from ecgbench.store.locks import entry_lock
+
+__all__ = ["train"]
+
+
+def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict]:
+    """Load the checkpoint of `task`, or fit it (making its static set first if needed) and save it; ready for eval."""
+    ctx, p = w.catalog.data(task.dataset, task.seed), w.cfg.profile.with_seed(task.seed)
+    cls = w.reg.get("models", task.model)
+    path = checkpoint_path(w.cfg.cache, task.model, task.key)
+    with entry_lock(path):
+        found = verified(read_checkpoint, path)
+        if found is None:
+            static = w.static_set(task.static) if task.static else None
+            torch.manual_seed(p.seed)
+            s = ctx.splits
+            result = fit(cls, ctx.n_classes, ctx.dataset.window, s.train, s.folds,
+                         attacked=static["train"] if static else None, attacked_source=static["source"] if static else None,
+                         epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=w.device,
+                         seed=p.seed, progress=log.interactive() and w.cfg.progress, patience=p.patience,
+                         on_epoch=lambda r, m=task.model: _log_epoch(m, r))
+            w.trainings += 1
+            found = (result.state, result.info)
+            save_checkpoint(path, *found)
+            on = f" + {task.static.attack} static set" if task.static else ""
+            log.info(f"trained {task.model} on {task.dataset}{on}: val balanced accuracy "
+                     f"{result.info['val_balanced_accuracy']:.3f} ({result.info['seconds']:.1f} s)")
+    state, info = found
+    net = cls(ctx.n_classes, ctx.dataset.window)
+    net.load_state_dict(state)
+    return accelerate(net.to(w.device), w.device).eval(), info  # CUDA's fast path; the CPU keeps the plain model
+
+
+def _log_epoch(model: str, r: dict) -> None:
+    """Every 10th epoch at the normal level (a log file shows a long training moving), every one with --verbose."""
+    line = f"train {model} fold {r['fold'] + 1} epoch {r['epoch']}: loss {r['loss']:.4f}, val {r['val_balanced_accuracy']:.3f}"
+    (log.info if r["epoch"] % 10 == 0 else log.detail)(line)

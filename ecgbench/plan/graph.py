@@ -1,0 +1,111 @@
+"""The plan: a run's configuration -> a graph of typed, keyed tasks (train, make a static set, score a cell).
+
+Each task is named by its content key (`ecgbench.plan.keys`), so equal keys are one task however
+many cells need it. Executors (`ecgbench.execute`) run the graph; the store on disk is the only truth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecgbench.config.attacks import build_attack
+from ecgbench.config.run import RunConfig
+from ecgbench.contracts.errors import one_line
+from ecgbench.contracts.registry import Registry, attack_name
+from ecgbench.data.catalog import Catalog
+from ecgbench.plan import keys
+from ecgbench.plan.cells import Cell, cells_of, trains_on_static
+from ecgbench.plan.tasks import CellTask, StaticTask, Task, TrainTask
+
+__all__ = ["Graph", "plan", "Planner"]
+
+
+@dataclass
+class Graph:
+    """Tasks by key in dependency order (every task after the tasks it needs)."""
+
+    tasks: dict[str, Task] = field(default_factory=dict)
+
+    def add(self, task: Task) -> Task:
+        return self.tasks.setdefault(task.key, task)
+
+    def of_kind(self, kind: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.kind == kind]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+class Planner:
+    """Builds the typed tasks of a run, keyed by content; shared by the plan, the dry run and the Python API."""
+
+    def __init__(self, cfg: RunConfig, reg: Registry, catalog: Catalog) -> None:
+        self.cfg, self.reg, self.catalog = cfg, reg, catalog
+
+    def train(self, dataset: str, model: str, seed: int, static: StaticTask | None = None) -> TrainTask:
+        """The training of `model` on clean beats, or on clean beats plus `static`'s attacked set."""
+        data = self.catalog.data(dataset, seed).settings
+        key = keys.train_key(data, keys.identity(self.reg, "models", model), static.key if static else None,
+                             self.cfg.profile.with_seed(seed))
+        return TrainTask(key, dataset, model, seed, static)
+
+    def static(self, dataset: str, attack: str, seed: int) -> StaticTask:
+        """The static set of `attack`, made against the source model trained on clean beats (paper 2.3, 3.1)."""
+        source = self.train(dataset, self.cfg.source_model, seed)
+        p = self.cfg.profile.with_seed(seed)
+        a = build_attack(attack, p, self.reg)
+        key = keys.static_key(self.catalog.data(dataset, seed).settings, source.key, a.config(),
+                              keys.identity(self.reg, "attacks", a.name), p, bool(getattr(a, "costly", False)))
+        return StaticTask(key, dataset, attack, a.name, seed, source)
+
+    def cell(self, cell: Cell) -> CellTask:
+        """The task that scores `cell`, with the training (and static set) it needs; a cell that cannot run carries why."""
+        path, ckey = str(cell.path(self.cfg.out)), self.cell_key(cell)
+        err = self.problem(cell)
+        if err is not None:
+            return CellTask(f"cell:{cell.label}", cell, ckey, path, error=err)
+        static = self.static(cell.dataset, cell.attack, cell.seed) if trains_on_static(self.cfg, cell) else None
+        return CellTask(f"cell:{cell.label}", cell, ckey, path, self.train(cell.dataset, cell.model, cell.seed, static), static)
+
+    def problem(self, cell: Cell) -> str | None:
+        """Why a cell cannot run at all (a plugin that does not load or an attack that does not build), else None."""
+        try:
+            self.reg.get("models", cell.model)
+            if trains_on_static(self.cfg, cell):
+                self.reg.get("models", self.cfg.source_model)
+            if cell.attack:
+                build_attack(cell.attack, self.cfg.profile.with_seed(cell.seed), self.reg, cell.eps)
+        except Exception as exc:  # noqa: BLE001 - reported in the cell, the run goes on
+            return one_line(exc, self.reg, dataset=cell.dataset, model=cell.model, attack=cell.attack)
+        return None
+
+    def cell_key(self, cell: Cell) -> str:
+        """Everything that changes a cell's answer; a cell file with another key is stale and recomputed."""
+        defended = trains_on_static(self.cfg, cell)
+        plugins = [keys.identity(self.reg, kind, name) for kind, name in
+                   (("datasets", cell.dataset), ("models", cell.model), ("models", self.cfg.source_model if defended else None),
+                    ("attacks", attack_name(cell.attack))) if name]
+        try:
+            digest = self.catalog.data(cell.dataset, cell.seed).settings["beats"]
+        except Exception:  # noqa: BLE001 - a dataset that fails to load fails the run before any cell
+            digest = None
+        return keys.cell_key(cell.as_dict(), self.cfg.split, self.cfg.profile.with_seed(cell.seed), plugins, digest, defended)
+
+
+def plan(cfg: RunConfig, reg: Registry, catalog: Catalog) -> Graph:
+    """The task graph of a run, every task after the tasks it needs.
+
+    With `static` among the modes, every attacked cell scores the model trained on clean beats plus
+    that attack's static set (paper 3.1), made against the source model: static and adaptive cells
+    share that checkpoint, so adaptive asks whether the paper's defence holds white-box. Without
+    `static`, adaptive cells attack the model trained on clean beats, and no static set is made.
+    """
+    graph, planner = Graph(), Planner(cfg, reg, catalog)
+    for cell in cells_of(cfg, reg):
+        task = planner.cell(cell)
+        if task.static is not None:
+            graph.add(task.static.source)
+            graph.add(task.static)
+        if task.train is not None:
+            graph.add(task.train)
+        graph.add(task)
+    return graph

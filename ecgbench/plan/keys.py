@@ -1,0 +1,57 @@
+"""Content keys: every task is named by a hash of what changes its answer.
+
+Pure functions of their inputs: the data's settings and content digest, the profile, each
+plugin's identity (registered name, distribution, version and the hash of its source text) and
+the attack's parameters. Not where a module sits: moving a plugin's file keeps its results valid.
+Equal keys are one task, and a cached output with another key is never served.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from ecgbench.config.profiles import Profile
+from ecgbench.contracts.registry import Registry, RegistryError
+from ecgbench.store.io import cache_key
+
+__all__ = ["code_hash", "identity", "train_key", "static_key", "cell_key"]
+
+
+def code_hash(obj: Any) -> str:
+    """Hash of the source text that defines a plugin, so editing a plugin invalidates its cached results."""
+    try:
+        return cache_key(Path(inspect.getsourcefile(obj) or "").read_text())
+    except (OSError, TypeError):
+        return "unknown"
+
+
+def identity(reg: Registry, kind: str, name: str) -> list:
+    """What names a plugin's code: registered name, distribution, version and source hash ("unloadable" if it fails)."""
+    try:
+        entry = reg.entry(kind, name)
+        return [name, entry.dist.lower().replace("_", "-"), entry.version, code_hash(reg.get(kind, name))]
+    except RegistryError:
+        return [name, "unloadable"]
+
+
+def _train_profile(p: Profile) -> list:
+    extra = [p.patience] if p.patience is not None else []
+    return [p.epochs, p.batch_size, p.smote_target, *extra]
+
+
+def train_key(data: dict, model: list, static: str | None, p: Profile) -> str:
+    """A training: the data it sees (`data`: settings and digest), the model's identity, the static set it adds, the profile."""
+    return cache_key("model", data, model, static, *_train_profile(p))
+
+
+def static_key(data: dict, source: str, attack: dict, attack_code: list, p: Profile, costly: bool) -> str:
+    """A static set: the data, the source model's training key, the attack's parameters and identity, the caps."""
+    subset = [p.costly_test_cap] if p.costly_test_cap and costly else []
+    return cache_key("static", data, source, attack, attack_code, p.static_train_cap, *subset)
+
+
+def cell_key(cell: dict, split: str, p: Profile, plugins: list[list], digest: str | None, defended: bool) -> str:
+    """A cell: the cell itself, the split, the profile, every plugin it runs (and the static source where it
+    trains on static sets), the data's digest, and whether its model is the paper's defence."""
+    return cache_key("cell", cell, split, p.as_dict(), plugins, digest, "defended" if defended else "trained on clean beats")

@@ -1,0 +1,83 @@
+"""The three kinds of task, typed: train a model, make a static attacked set, score a cell.
+
+Each task carries its content `key` and the tasks it needs (so a worker never works them out
+again), and `deps` names those by key for the scheduler. A task is plain data: it pickles to a
+worker process or a Ray node unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+from ecgbench.plan.cells import Cell
+
+__all__ = ["TrainTask", "StaticTask", "CellTask", "Task"]
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Fit `model` on the clean training beats of `dataset` (seed `seed`), plus `static`'s attacked beats if given."""
+
+    key: str
+    dataset: str
+    model: str
+    seed: int
+    static: "StaticTask | None" = None  # the paper's defence (3.1): clean + this static set
+    error: str | None = None  # known before running (a plugin that does not load): the task fails at once
+    kind: ClassVar[str] = "train"
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return (self.static.key,) if self.static else ()
+
+    @property
+    def label(self) -> str:
+        on = f" on {self.static.attack} static set" if self.static else ""
+        return f"train {self.dataset}/{self.model}{on} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class StaticTask:
+    """Attacked copies of training and test beats, made once with `attack` against `source`'s model (paper 3.1)."""
+
+    key: str
+    dataset: str
+    attack: str  # the attack spec
+    attack_name: str  # its registered name (names the cache file)
+    seed: int
+    source: TrainTask  # the model the attack is made against
+    error: str | None = None
+    kind: ClassVar[str] = "static"
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return (self.source.key,)
+
+    @property
+    def label(self) -> str:
+        return f"static set {self.dataset}/{self.attack} vs {self.source.model} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Attack and score one cell with the model `train` made (and, in static mode, `static`'s test set)."""
+
+    key: str
+    cell: Cell
+    cell_key: str  # what the cell file records; a file with another key is stale
+    path: str  # the cell file
+    train: TrainTask | None = None  # None only when the cell cannot run (`error`)
+    static: StaticTask | None = None
+    error: str | None = None
+    kind: ClassVar[str] = "cell"
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return tuple(t.key for t in (self.static, self.train) if t is not None)
+
+    @property
+    def label(self) -> str:
+        return self.cell.label
+
+
+Task = Union[TrainTask, StaticTask, CellTask]

@@ -1,0 +1,101 @@
+"""The on-disk layout, in one place: where the cache keeps beats, checkpoints and attacked sets, and
+where a results folder keeps its cells; and the typed reads of what lies there.
+
+Cache (`--cache-dir`, else ECGBENCH_CACHE, else ~/.cache/ecgbench):
+`beats/<dataset>-<key>.npz`, `checkpoints/<model>-<key>.pt`, `attacked/<attack>-<key>.npz`, each with
+its `.meta.json` checksum. Results folder: `run.json`, `cells/<dataset>/<model>/<attack>.<mode>[.eps<e>][.seed<n>].json`,
+and the report's tables and figures.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from ecgbench.store.io import Damaged, load_entry, read_cell, save_entry, warn_damaged, written
+
+__all__ = ["cache_dir", "beats_path", "checkpoint_path", "attacked_path", "cell_path", "read_checkpoint", "save_checkpoint",
+           "entry_written", "cell_answers", "is_done", "read_done"]
+
+
+def cache_dir(explicit: str | Path | None = None) -> Path:
+    """`--cache-dir`, else ECGBENCH_CACHE, else ~/.cache/ecgbench."""
+    path = Path(explicit or os.environ.get("ECGBENCH_CACHE") or Path.home() / ".cache" / "ecgbench")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def beats_path(cache: Path, dataset: str, key: str) -> Path:
+    return cache / "beats" / f"{dataset}-{key}.npz"
+
+
+def checkpoint_path(cache: Path, model: str, key: str) -> Path:
+    """Where a training task's checkpoint lives in the cache."""
+    return cache / "checkpoints" / f"{model}-{key}.pt"
+
+
+def attacked_path(cache: Path, attack: str, key: str) -> Path:
+    """Where a static task's attacked set lives in the cache."""
+    return cache / "attacked" / f"{attack}-{key}.npz"
+
+
+def cell_path(out: Path, dataset: str, model: str, attack: str | None, mode: str, eps: float | None, seed: int) -> Path:
+    """`cells/<dataset>/<model>/<attack>.<mode>[.eps<e>][.seed<n>].json`; seed 0 at the default eps keeps the short name."""
+    name = (attack or "none").replace(":", "+")
+    extra = (f".eps{eps:g}" if eps is not None else "") + (f".seed{seed}" if seed else "")
+    return Path(out) / "cells" / dataset / model / f"{name}.{mode}{extra}.json"
+
+
+def save_checkpoint(path: Path, state: dict, info: dict) -> Path:
+    """A state_dict and its training record, as one verified entry."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return save_entry(path, buf.getvalue(), info=info)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict] | None:
+    """A verified checkpoint entry as (state_dict, info), None if absent; loaded with `weights_only=True`."""
+    import torch
+
+    found = load_entry(path)
+    if found is None:
+        return None
+    try:
+        state = torch.load(io.BytesIO(found[0]), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that passed its checksum but does not load
+        raise Damaged(path, f"not a loadable state_dict ({type(exc).__name__})") from exc
+    return state, found[1]["info"]
+
+
+def entry_written(path: Path) -> bool:
+    """Whether a cache entry is on disk (present; it is verified when loaded)."""
+    return written(path)
+
+
+def cell_answers(record: dict, key: str, retry_failed: bool) -> bool:
+    """A cell record answers `key` if computed under it (and, with `retry_failed`, did not fail)."""
+    return record.get("key") == key and not (retry_failed and record.get("status") != "ok")
+
+
+def is_done(path: Path, key: str, retry_failed: bool) -> bool:
+    """Whether the cell file at `path` holds this key's answer; read-only (a damaged file is not done, and left alone)."""
+    try:
+        return cell_answers(read_cell(path), key, retry_failed) if path.exists() else False
+    except Damaged:
+        return False
+
+
+def read_done(path: Path, key: str, retry_failed: bool) -> dict[str, Any] | None:
+    """The cell file at `path` if it holds this key's answer (and is ok, with `retry_failed`); a damaged one is deleted."""
+    if not path.exists():
+        return None
+    try:
+        old = read_cell(path)
+    except Damaged as exc:
+        warn_damaged(exc)
+        path.unlink(missing_ok=True)
+        return None
+    return old if cell_answers(old, key, retry_failed) else None
