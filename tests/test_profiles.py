@@ -177,10 +177,11 @@ def test_overrides_rename_a_changed_profile():
 def test_describe_profiles_lists_every_profile_and_field():
     text = describe_profiles()
     header = text.splitlines()[0].split()
-    assert header == ["name", "smoke", "quick", "standard", "paper"]
+    assert header == ["name", "smoke", "quick", "standard", "paper", "meaning"]
     for f in fields(Profile):
-        if f.name != "name":
-            assert any(line.startswith(f.name + " ") for line in text.splitlines()), f.name
+        if f.name != "name":  # every field, with what it means
+            line = next((line for line in text.splitlines() if line.startswith(f.name + " ")), "")
+            assert f.metadata["help"] in line, f.name
     assert "hsj: max_iter=2, max_eval=100, init_eval=20" in text
 
 
@@ -192,5 +193,5 @@ def test_profiles_command_prints_the_table(capsys, tmp_path):
     (tmp_path / "mine.toml").write_text('base = "standard"\npatience = 4\n')
     assert main(["profiles", "quick", str(tmp_path / "mine.toml")]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
-    assert header == ["name", "quick", "mine"]
+    assert header == ["name", "quick", "mine", "meaning"]
     assert main(["profiles", "nope"]) == 2
