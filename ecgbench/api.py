@@ -52,11 +52,12 @@ class Split:
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained model, its training record, and the checkpoint key it is cached under."""
+    """A trained model, its training record, its weights' digest, and the training task (its key names the checkpoint)."""
 
     name: str
     model: torch.nn.Module
     info: dict
+    weights: str
     task: TrainTask
     data: Split
 
@@ -95,8 +96,8 @@ def load_split(dataset: str = "mitbih", *, split: str = "random", profile: str =
 def train(model: str, data: Split) -> Trained:
     """The registered `model` trained on `data`'s clean training beats: from the cache if trained before, else now."""
     task = _planner(data).train(data.dataset, model, data.seed)
-    net, info = data.worker.model(task)
-    return Trained(model, net, info, task, data)
+    net, info, weights = data.worker.model(task)
+    return Trained(model, net, info, weights, task, data)
 
 
 def attack(trained: Trained, spec: str, *, eps: float | None = None) -> Attacked:

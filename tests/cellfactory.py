@@ -22,8 +22,10 @@ def bits(values: Sequence[bool] | np.ndarray) -> str:
 def cell(model: str, attack: str | None, mode: str, correct: Sequence[bool] | np.ndarray, *, dataset: str = "mitbih",
          seed: int | None = None, eps: float | None = None, attack_eps: float = 0.01, y: Sequence[int] | None = None,
          val: float = 0.8, n_params: int = 1000, new_format: bool = True, eval_index: Sequence[int] | None = None,
-         linf_found: Sequence[float | None] | None = None, classes: Sequence[str] = CLASSES) -> dict:
-    """One ok cell record; `new_format=False` leaves out `seed`, `eps` and `attack_kind` as cells before them did."""
+         linf_found: Sequence[float | None] | None = None, classes: Sequence[str] = CLASSES, training: str | None = None,
+         weights: str | None = None) -> dict:
+    """One ok cell record; `new_format=False` leaves out `seed`, `eps`, `attack_kind` and `training` as cells before them did.
+    `training` defaults to the paper's protocol for static cells and to clean beats otherwise."""
     correct = np.asarray(correct, dtype=bool)
     y = np.arange(len(correct)) % len(classes) if y is None else np.asarray(y)
     metrics = {"accuracy": float(correct.mean()), "n": int(len(correct))}
@@ -35,7 +37,9 @@ def cell(model: str, attack: str | None, mode: str, correct: Sequence[bool] | np
               "train": {"n_params": n_params, "val_balanced_accuracy": val}, "seconds": 0.1,
               "examples": {"index": [0], "y": [0], "clean": [[0.1, 0.5, 0.2]], "evaluated": [[0.1, 0.52, 0.2]]}}
     if new_format:
-        record["cell"].update(seed=seed or 0, eps=eps)
+        record["cell"].update(seed=seed or 0, eps=eps, training=training or ("static" if mode == "static" else "clean"))
+        if weights is not None:
+            record["weights"] = weights
         if attack:
             record["attack_kind"] = KINDS.get(attack.partition("@")[0], "gradient")
     elif seed is not None or eps is not None:
@@ -53,7 +57,7 @@ def write_cells(out: Path, records: Sequence[dict], run: dict | None = None) -> 
     """Write records where the runner would (`cells/<dataset>/<model>/<attack>.<mode>[.s<seed>][.e<eps>].json`)."""
     for r in records:
         c = r["cell"]
-        name = f"{(c['attack'] or 'none').replace(':', '+')}.{c['mode']}"
+        name = f"{(c['attack'] or 'none').replace(':', '+')}.{c['mode']}" + (".defence" if c.get("training") == "defence" else "")
         if c.get("seed"):
             name += f".s{c['seed']}"
         if c.get("eps") is not None:

@@ -41,7 +41,8 @@ def test_the_readme_example_trains_attacks_and_scores_in_a_few_lines(example):
     assert len([line for line in readme_example().splitlines() if line.strip()]) < 10
     clean, pgd = ns["clean"], ns["pgd"]
     assert clean["status"] == "ok" and pgd["status"] == "ok", (clean.get("error"), pgd.get("error"))
-    assert clean["cell"] == {"dataset": "mitbih", "model": "kachuee", "attack": None, "mode": "clean", "seed": 0, "eps": None}
+    assert clean["cell"] == {"dataset": "mitbih", "model": "kachuee", "attack": None, "mode": "clean", "seed": 0, "eps": None,
+                            "training": "clean"}
     assert pgd["cell"]["attack"] == "pgd" and pgd["cell"]["mode"] == "adaptive"
     assert clean["checkpoint"] == pgd["checkpoint"] == ns["kachuee"].key  # one trained model
     assert pgd["clean_accuracy"] == clean["metrics"]["accuracy"]  # the same model on the same test beats

@@ -32,10 +32,10 @@ def finished(tmp_path_factory, data_dir):
 
 def test_run_writes_cells_and_leaderboards(finished):
     cells = sorted((finished / "cells").rglob("*.json"))
-    assert len(cells) == 2 * (1 + 2 * 2)  # per model: clean + 2 attacks x 2 modes
+    assert len(cells) == 2 * (2 * (1 + 2) + 2)  # per model: 2 rows (clean, paper defence) x (clean + 2 adaptive); 2 static
     board = json.loads((finished / "leaderboard.json").read_text())
-    assert {row["model"] for row in board} == {"kachuee", "acharya"}
-    kachuee = next(row for row in board if row["model"] == "kachuee")
+    assert {(row["model"], row["training"]) for row in board} == {(m, t) for m in ("kachuee", "acharya") for t in ("clean", "paper defence")}
+    kachuee = next(row for row in board if row["model"] == "kachuee" and row["training"] == "clean")
     assert 0.4 < kachuee["clean"] <= 1.0  # real learning on 4 balanced classes, well above chance
     for row in board:  # (Acharya's SGD barely moves in a smoke run's few steps)
         assert row["worst adaptive"] <= min(row["fgsm adaptive"], row["pgd adaptive"])
@@ -63,12 +63,12 @@ def test_killed_run_resumes_without_recomputing_finished_cells(finished, data_di
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "cells").rglob("*.json")}
-    assert 1 <= len(first) < 10, "the kill should land after the first cell and before the last"
+    assert 1 <= len(first) < 16, "the kill should land after the first cell and before the last"
     res = ecgbench(*RUN, "--out", str(out), cache=cache, data_dir=data_dir)
     assert res.returncode == 0, res.stderr[-2000:]
     for path, (content, mtime) in first.items():
         assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
-    assert len(list((out / "cells").rglob("*.json"))) == 10
+    assert len(list((out / "cells").rglob("*.json"))) == 16
     ours = json.loads((out / "leaderboard.json").read_text())
     assert ours == json.loads((finished / "leaderboard.json").read_text())
 
@@ -127,9 +127,10 @@ def test_damaged_cache_entries_and_cells_are_reported_deleted_and_recomputed(fin
     out, cache = tmp_path / "out", tmp_path / "cache"
     shutil.copytree(finished, out)
     shutil.copytree(finished.parent / "cache", cache)
-    cell = out / "cells" / "mitbih" / "kachuee" / "pgd.adaptive.json"
+    cell = out / "cells" / "mitbih" / "kachuee" / "pgd.static.json"
     checkpoint = cache / "checkpoints" / f"kachuee-{json.loads(cell.read_text())['checkpoint']}.pt"
-    # the cell, the checkpoint it scores, the attacked set that checkpoint was trained on, and the beats
+    # the cell (the paper's protocol), the checkpoint it scores, the attacked set that checkpoint was trained on
+    # and the cell is tested on, and the beats
     victims = [cell, checkpoint, next((cache / "attacked").glob("pgd-*.npz")), next((cache / "beats").glob("*.npz"))]
     for v in victims:
         v.write_bytes(v.read_bytes()[: v.stat().st_size // 2])
@@ -212,7 +213,7 @@ def test_a_stopped_run_says_how_to_resume_and_leaves_whole_files(tmp_path, data_
     stopped = json.loads((out / "run.json").read_text())["invocations"][-1]  # the stopped invocation is recorded
     assert stopped["stopped"] in ("Stopped", "KeyboardInterrupt") and stopped["cells_computed"] >= 1
     res = ecgbench(*args, cache=cache, data_dir=data_dir)
-    assert res.returncode == 0 and len(list((out / "cells").rglob("*.json"))) == 5, res.stderr[-2000:]
+    assert res.returncode == 0 and len(list((out / "cells").rglob("*.json"))) == 8, res.stderr[-2000:]
 
 
 # -- run files and logs -----------------------------------------------------------------------------
@@ -290,16 +291,16 @@ def test_a_dry_run_of_a_finished_or_resumed_run_counts_only_what_is_left(finishe
     dry = [*RUN, "--out", str(out), "--dry-run", "--no-calibrate"]
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "10 cells, 0 to compute: 0 trainings, 0 static sets and 0 attacked beats over 0 attack type(s) left" in res.stdout
+    assert "16 cells, 0 to compute: 0 trainings, 0 static sets and 0 attacked beats over 0 attack type(s) left" in res.stdout
     (out / "cells" / "mitbih" / "kachuee" / "pgd.adaptive.json").unlink()  # one cell lost, its model still cached
     before = sorted((p, p.stat().st_mtime_ns) for p in cache.rglob("*"))
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
-    assert re.search(r"10 cells, 1 to compute: 0 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
+    assert re.search(r"16 cells, 1 to compute: 0 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
     assert "attack pgd" in res.stdout
     for p in (cache / "checkpoints").glob("kachuee-*"):
         p.unlink()  # and its checkpoints: now its training is counted again
     res = ecgbench(*dry, cache=cache, data_dir=data_dir)
-    assert re.search(r"10 cells, 1 to compute: 1 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
+    assert re.search(r"16 cells, 1 to compute: 1 trainings, 0 static sets and [\d,]+ attacked beats over 1 attack type", res.stdout)
     assert "train kachuee" in res.stdout
     assert sorted(p.name for p in (out / "cells").rglob("*.json")) == sorted(
         p.name for p in (finished / "cells").rglob("*.json") if p.name != "pgd.adaptive.json" or "acharya" in str(p))

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ecgbench.report import tables as report
+from ecgbench.report import layouts
 from ecgbench.report.compare import compare_with_paper
+from ecgbench.report.results import load_cells
 from ecgbench.store.io import write_json
 
 ATTACKS = ["none", "fgsm", "bim", "pgd", "cw", "boundary", "hsj"]
@@ -77,9 +78,9 @@ def test_compare_places_ours_beside_the_papers(run: Path):
 
 
 def test_our_tables_hold_only_our_numbers(run: Path):
-    cells = report.load_cells(run)
+    cells = load_cells(run)
     compare_with_paper(run)
-    t1 = report.table1(cells, "mitbih")
+    t1 = layouts.table1(cells, "mitbih")
     assert set(t1.columns) >= {"attack", "model", *T1_COLUMNS}
     ours = {c["cell"]["attack"] or "No Attack": c["metrics"] for c in cells if c["cell"]["dataset"] == "mitbih"}
     for row in t1.to_dict("records"):

@@ -81,10 +81,13 @@ def _run(tmp_path: Path, data_dir: Path, cache_dir: Path, *args: str) -> list[di
 def test_smoke_run_with_the_example_model_and_attack(tmp_path, data_dir, cache_dir):
     board = _run(tmp_path, data_dir, cache_dir, "--dataset", "mitbih", "--models", "example-mlp,kachuee",
                  "--attacks", "sap,fgsm", "--modes", "static,adaptive")
-    rows = {r["model"]: r for r in board}
-    assert set(rows) == {"example-mlp", "kachuee"}
-    for column in ("clean", "sap static", "sap adaptive", "fgsm static", "fgsm adaptive"):
-        assert 0.0 <= rows["example-mlp"][column] <= 1.0, column
+    rows = {(r["model"], r["training"]): r for r in board}
+    assert set(rows) == {(m, t) for m in ("example-mlp", "kachuee") for t in ("clean", "paper defence")}
+    for training in ("clean", "paper defence"):
+        for column in ("clean", "sap adaptive", "fgsm adaptive"):
+            assert 0.0 <= rows[("example-mlp", training)][column] <= 1.0, column
+    static = json.loads((tmp_path / "run" / "table1-mitbih-static.json").read_text())  # the paper's protocol
+    assert {(r["model"], r["attack"]) for r in static} >= {("example-mlp", "sap"), ("example-mlp", "fgsm")}
 
 
 def test_smoke_run_on_the_example_dataset(tmp_path, data_dir, cache_dir):

@@ -101,17 +101,20 @@ def broken_run(importable_broken_plugins, data_dir: Path, cache_dir: Path, tmp_p
 
 
 def _is_broken(label: str) -> bool:
-    _, model, attack, _ = label.split("/")
-    return model in ("wrong-shape", "raises") or attack == "unimportable"
+    parts = label.split("/")  # dataset/model[/defence]/attack/mode
+    return parts[1] in ("wrong-shape", "raises") or parts[-2] == "unimportable"
 
 
 def test_healthy_cells_complete_beside_broken_plugins(broken_run):
     manifest, cells = broken_run
-    assert len(cells) == 15
+    assert len(cells) == 3 * 2 * 1 + 2 * (3 + 3 * 2)  # 3 models x 2 rows, clean; per attack 3 static + 3 x 2 rows adaptive
     healthy = {label: c for label, c in cells.items() if not _is_broken(label)}
-    assert set(healthy) == {"mitbih/kachuee/none/clean", "mitbih/kachuee/fgsm/static", "mitbih/kachuee/fgsm/adaptive"}
+    assert set(healthy) == {"mitbih/kachuee/none/clean", "mitbih/kachuee/fgsm/static", "mitbih/kachuee/fgsm/adaptive",
+                            "mitbih/kachuee/defence/none/clean", "mitbih/kachuee/defence/fgsm/adaptive"}
     assert all(c["status"] == "ok" for c in healthy.values()), {k: c.get("error") for k, c in healthy.items()}
-    assert len(manifest["failures"]) == 12
+    # the paper's defence trains on the static sets of the attacks that load: fgsm's alone here
+    assert healthy["mitbih/kachuee/defence/none/clean"]["trained_on"] == "clean + fgsm static set"
+    assert len(manifest["failures"]) == 24 - 5
 
 
 def test_each_broken_cell_fails_with_one_line_naming_the_plugin(broken_run):
@@ -120,7 +123,7 @@ def test_each_broken_cell_fails_with_one_line_naming_the_plugin(broken_run):
         if not _is_broken(label):
             continue
         assert c["status"] == "failed" and "\n" not in c["error"], label
-        model, attack = label.split("/")[1:3]
+        model, attack = label.split("/")[1], label.split("/")[-2]
         culprits = [n for n in (model, attack) if n in ("wrong-shape", "raises", "unimportable")]
         assert any(f"'{n}'" in c["error"] for n in culprits), (label, c["error"])
         assert f"from {BROKEN} 0.0.1" in c["error"], (label, c["error"])

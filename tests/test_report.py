@@ -12,7 +12,7 @@ import pytest
 
 from cellfactory import cell, write_cells
 from ecgbench import metrics
-from ecgbench.report import results as C, tables as report, write
+from ecgbench.report import layouts, results as C, tables as report, write
 from ecgbench.report.curves import curve_tables
 
 N = 40
@@ -52,7 +52,7 @@ def test_worst_cases_take_every_attack_of_their_threat_model_at_the_common_eps(b
     assert row["worst white-box eps=0.01"] == pytest.approx(white.mean())  # cw at 0.1 left out
     assert row["worst black-box eps=0.01"] == pytest.approx((ok(range(0, 36)) & ok(range(2, N))).mean())
     assert row["worst adaptive"] == 0.0  # all budgets: cw at 0.1 breaks every beat
-    assert row["worst static eps=0.01"] == pytest.approx(38 / N)
+    assert "worst static eps=0.01" not in df and "fgsm static" not in df  # the paper's protocol: its own models, no row
     assert row["clean"] == pytest.approx(38 / N) and row["params"] == 5000
     assert row["fgsm adaptive"] == pytest.approx(30 / N) and row["cw adaptive"] == 0.0
 
@@ -169,17 +169,17 @@ def test_per_class_worst_case_is_exact_when_cells_store_labels():
           cell("m", "pgd", "adaptive", ok(range(10, N)), y=y)]
     for c in cs:
         c["y"] = "".join(map(str, y))
-    df, note = report.per_class_worst(cs, "mitbih")
+    df, note = layouts.per_class_worst(cs, "mitbih")
     assert note.startswith("Exact") and list(df.loc[0, ["N", "S", "V", "F"]]) == pytest.approx([0.2, 0.2, 0.3, 0.3])  # beats 10..19 only
     sub = list(range(0, N, 2))  # a costly attack on a subset stores the labels of the beats it scored
     square = cell("m", "square", "adaptive", np.ones(len(sub), bool), eval_index=sub)
     square["y"] = "".join(str(y[i]) for i in sub)
-    df, note = report.per_class_worst(cs + [square], "mitbih")
+    df, note = layouts.per_class_worst(cs + [square], "mitbih")
     assert note.startswith("Exact") and list(df.loc[0, ["N", "V"]]) == pytest.approx([0.2, 0.3])  # robust: even beats 10..18 of 10 N and 10 V
     assert df.loc[0, ["S", "F"]].isna().all()  # no odd beat in the intersection
     for c in cs:
         del c["y"]
-    df, note = report.per_class_worst(cs, "mitbih")
+    df, note = layouts.per_class_worst(cs, "mitbih")
     assert "upper bound" in note and list(df.loc[0, ["N", "S", "V", "F"]]) == pytest.approx([0.5] * 4)
 
 
@@ -191,17 +191,58 @@ def test_committed_run_rebuilds_with_headline_numbers_from_its_cells(tmp_path):
     write.write_report(out)
     first = {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()}
     board = json.loads((out / "leaderboard.json").read_text())
+    assert len(board) == 4 * 2  # every model trained on clean beats and with the paper's defence
     for row in board:
-        cs = [c for c in C.load_cells(out) if c["cell"]["model"] == row["model"]]
+        training = "defence" if row["training"] == "paper defence" else "clean"
+        cs = [c for c in C.load_cells(out) if c["cell"]["model"] == row["model"] and c["cell"]["training"] == training]
+        assert len({c["weights"] for c in cs}) == 1  # one row, one trained model
         adaptive = [np.frombuffer(c["correct"].encode(), np.uint8) == ord("1") for c in cs
                     if c["cell"]["mode"] == "adaptive" and c["attack"]["eps"] <= 0.01]
         assert row["worst white-box eps=0.01"] == pytest.approx(np.logical_and.reduce(adaptive).mean())
-    t1 = report.table1(C.load_cells(out), "mitbih", "adaptive")
+    t1 = layouts.table1(C.load_cells(out), "mitbih", "adaptive")
     attacks = json.loads((out / "run.json").read_text())["attacks"]
-    assert len(t1) == 4 * (1 + len(attacks)) and not t1.duplicated(["attack", "model"]).any()  # every model x (clean + attacks)
+    assert len(t1) == 8 * (1 + len(attacks)) and not t1.duplicated(["attack", "model"]).any()  # every row x (clean + attacks)
+    static = layouts.table1(C.load_cells(out), "mitbih", "static")
+    assert len(static) == 4 * (1 + len(attacks))  # the paper's protocol: per model, clean and a model per attack
     md = (out / "leaderboard.md").read_text()
-    assert md.index("| rank") < md.index("static attacks: accuracy")
+    assert md.index("| rank") < md.index("static attacks, the paper's protocol")
     for name in ("perclass-mitbih.md", "table1-mitbih-adaptive.md", "robust-accuracy-mitbih.png", "perclass-mitbih.png", "overlays-mitbih.png"):
         assert (out / name).exists(), name
     write.write_report(out)  # no timestamps, seeded bootstrap: a rebuild is byte-identical
     assert {p.name: p.read_bytes() for p in out.glob("*.md")} | {"html": (out / "leaderboard.html").read_bytes()} == first
+
+
+def test_a_row_is_one_trained_model_and_mixed_weights_are_refused():
+    cs = [cell("k", None, "clean", ok(range(0, 30)), weights="a" * 16),
+          cell("k", "fgsm", "adaptive", ok(range(0, 20)), weights="a" * 16),
+          cell("k", None, "clean", ok(range(0, 36)), training="defence", weights="b" * 16),
+          cell("k", "fgsm", "adaptive", ok(range(0, 33)), training="defence", weights="b" * 16),
+          cell("k", "fgsm", "static", ok(range(0, 38)), weights="c" * 16)]
+    df = report.leaderboard(cs).set_index("training")
+    assert list(df.index) == ["paper defence", "clean"]  # ranked by white-box worst: 33 beats against 20
+    assert df.loc["clean", "clean"] == pytest.approx(30 / N) and df.loc["clean", "fgsm adaptive"] == pytest.approx(20 / N)
+    assert df.loc["paper defence", "clean"] == pytest.approx(36 / N)
+    assert report.headline(df.reset_index(), "mitbih")["model"].tolist() == ["k + paper defence", "k"]
+    cs[1]["weights"] = "d" * 16  # the fgsm cell of the clean row now comes from another training of the recipe
+    with pytest.raises(ValueError, match="mixes cells of 2 trained models: none.clean \\(a+\\), fgsm.adaptive \\(d+\\)"):
+        report.leaderboard(cs)
+
+
+def test_attacked_cells_of_a_static_trained_model_from_older_runs_belong_to_no_row():
+    old = cell("k", "fgsm", "adaptive", ok(range(0, 10)), new_format=False)
+    old["trained_on"] = "clean + fgsm static set"  # before rows were one model, a static run attacked this model
+    df = report.leaderboard([cell("k", None, "clean", ok(range(0, 30)), new_format=False), old])
+    assert len(df) == 1 and "fgsm adaptive" not in df and pd.isna(df.loc[0, "worst white-box eps=0.01"])
+
+
+def test_older_still_cells_join_a_row_only_with_the_clean_cells_checkpoint():
+    """Cells from before `trained_on` say which checkpoint they scored: a static run's attacked cells scored
+    each attack's static-trained model, another checkpoint than the clean cell's, so they belong to no row."""
+    clean = cell("k", None, "clean", ok(range(0, 30)), new_format=False)
+    same = cell("k", "pgd", "adaptive", ok(range(0, 20)), new_format=False)
+    other = cell("k", "fgsm", "adaptive", ok(range(0, 10)), new_format=False)
+    clean["checkpoint"], same["checkpoint"], other["checkpoint"] = "c1", "c1", "c2"
+    df = report.leaderboard([clean, same, other])
+    assert "pgd adaptive" in df and "fgsm adaptive" not in df
+    assert df.loc[0, "worst white-box eps=0.01"] == pytest.approx(20 / N)
+

@@ -32,12 +32,13 @@ def first_run(tmp_path_factory, data_dir):
 def test_a_second_run_reuses_checkpoints_and_attacked_sets(first_run, data_dir):
     root, runner, manifest = first_run
     assert manifest["failures"] == []
-    # kachuee clean, kachuee on clean + cw beats, and the source (acharya); one attacked set, one adaptive attack
-    assert runner.trainings == 3 and runner.attack_calls == 3
+    # kachuee clean, kachuee on clean + cw beats (with one attack, the paper's defence and its protocol are one
+    # training), and the source (acharya); one static set (train and test beats), one adaptive attack per row
+    assert runner.trainings == 3 and runner.attack_calls == 2 + 2
     again = Runner(_config(root, data_dir, root / "cache", out=root / "again", force=True))
     again.run()
-    assert again.trainings == 0 and again.attack_calls == 1  # only the adaptive attack runs again
-    for name in ("none.clean.json", "cw.static.json", "cw.adaptive.json"):
+    assert again.trainings == 0 and again.attack_calls == 2  # only the adaptive attacks run again
+    for name in ("none.clean.json", "cw.static.json", "cw.adaptive.json", "cw.adaptive.defence.json"):
         a = json.loads((root / "out" / "cells" / "mitbih" / "kachuee" / name).read_text())
         b = json.loads((root / "again" / "cells" / "mitbih" / "kachuee" / name).read_text())
         assert a["correct"] == b["correct"], name
@@ -47,9 +48,9 @@ def test_white_box_attack_hurts_more_than_a_transferred_one(first_run):
     root, _, _ = first_run
     cells = root / "out" / "cells" / "mitbih" / "kachuee"
     static = json.loads((cells / "cw.static.json").read_text())
-    adaptive = json.loads((cells / "cw.adaptive.json").read_text())
-    # Both score the same kachuee checkpoint: static on beats attacked through another model (acharya),
-    # adaptive on beats attacked through kachuee itself, with the same eps-0.1 budget.
+    adaptive = json.loads((cells / "cw.adaptive.defence.json").read_text())
+    # Both score the same kachuee checkpoint (one attack: the defence is the protocol's model): static on beats
+    # attacked through another model (acharya), adaptive on beats attacked through kachuee itself, eps 0.1 both.
     assert static["checkpoint"] == adaptive["checkpoint"]
     assert adaptive["metrics"]["accuracy"] < static["metrics"]["accuracy"] - 0.2
     assert adaptive["perturbation"]["linf_max"] <= 0.1 + 1e-5
@@ -68,8 +69,10 @@ def test_plan_adds_detector_cells_only_for_models_with_a_detector(tmp_path, data
                   modes=("static", "adaptive", "adaptive-detect"))
     cells = cells_of(cfg, registry)
     assert Cell("mitbih", "ecg-atk-gan", "pgd@foolbox", "adaptive-detect") in cells
+    assert Cell("mitbih", "ecg-atk-gan", "pgd@foolbox", "adaptive-detect", training="defence") in cells
     assert not [c for c in cells if c.model == "kachuee" and c.mode == "adaptive-detect"]
-    assert len(cells) == 2 + 2 * (2 + 2) + 2
+    # two rows per model (clean, defence): clean + 2 adaptive each; static: 2 per model; detector: 2 attacks x 2 rows
+    assert len(cells) == 2 * 2 * (1 + 2) + 2 * 2 + 2 * 2
 
 
 def test_the_graph_holds_each_training_and_static_set_once(tmp_path, data_dir):
@@ -77,13 +80,16 @@ def test_the_graph_holds_each_training_and_static_set_once(tmp_path, data_dir):
                   modes=("static", "adaptive"), source="kachuee")
     graph = plan(cfg, registry, _catalog(cfg))
     kinds = [t.kind for t in graph.tasks.values()]
-    # per model: one clean training and one per attack's static set; one static set per attack
-    assert kinds.count("cell") == 2 * (1 + 2 * 2) and kinds.count("train") == 2 * 3 and kinds.count("static") == 2
+    # per model: the clean training, the paper's defence (all static sets), one per attack's static set (the
+    # paper's protocol); one static set per attack, made against the source (kachuee's clean training)
+    assert kinds.count("cell") == 2 * (2 * (1 + 2) + 2) and kinds.count("train") == 2 * 4 and kinds.count("static") == 2
     keys = list(graph.tasks)
     for task in graph.tasks.values():  # every task comes after the tasks it needs
         assert all(keys.index(d) < keys.index(task.key) for d in task.deps), task.label
-    static_cells = [t for t in graph.of_kind("cell") if t.cell.mode != "clean"]
-    assert all(any(graph.tasks[d].kind == "static" for d in t.deps) for t in static_cells)
+    for t in graph.of_kind("cell"):
+        statics = {s.attack for s in t.train.statics}
+        assert statics == {"clean": set(), "defence": {"fgsm", "pgd"}, "static": {t.cell.attack}}[t.cell.training], t.label
+        assert (t.static is not None) == (t.cell.mode == "static")
 
 
 def test_without_the_static_mode_adaptive_cells_attack_the_clean_model(tmp_path, data_dir):
@@ -93,14 +99,18 @@ def test_without_the_static_mode_adaptive_cells_attack_the_clean_model(tmp_path,
     assert not graph.of_kind("static") and len(graph.of_kind("train")) == 2  # one clean training per model
     with_static = _config(tmp_path, data_dir, tmp_path / "cache", models=["kachuee"], attacks=["fgsm"], modes=("static", "adaptive"))
     cell = Cell("mitbih", "kachuee", "fgsm", "adaptive")
-    assert _planner(cfg).cell_key(cell) != _planner(with_static).cell_key(cell)  # a different model: never served for the other
+    assert _planner(cfg).cell_key(cell) == _planner(with_static).cell_key(cell)  # one model: trained on clean beats
+    defended = Cell("mitbih", "kachuee", "fgsm", "adaptive", training="defence")
+    assert _planner(with_static).cell_key(defended) != _planner(with_static).cell_key(cell)
+    assert cell.path(tmp_path) != defended.path(tmp_path)
 
 
 def test_seeds_and_budgets_multiply_the_cells_and_change_every_key(tmp_path, data_dir):
     cfg = _config(tmp_path, data_dir, tmp_path / "cache", attacks=["fgsm", "boundary"], modes=("static", "adaptive"),
                   seeds=(0, 1), eps=(0.003, 0.01, 0.03))
     cells = cells_of(cfg, registry)
-    per_seed = 1 + 1 * (1 + 3) + 1 * (1 + 1)  # clean; fgsm static + 3 adaptive budgets; boundary static + one run
+    # two rows (clean, defence): clean each; fgsm static + 3 adaptive budgets per row; boundary static + one run per row
+    per_seed = 2 + (1 + 3 * 2) + (1 + 1 * 2)
     assert len(cells) == 2 * per_seed
     assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, 0.003) in cells
     assert Cell("mitbih", "kachuee", "fgsm", "adaptive", 1, None) in cells  # 0.01 is fgsm's own budget

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 
@@ -94,3 +95,17 @@ def test_an_entry_lock_lets_one_writer_in_at_a_time(tmp_path):
     for t in threads:
         t.join()
     assert overlap == [1, 1, 1, 1]
+
+
+def test_written_files_take_the_users_umask_like_open(tmp_path):
+    """mkstemp makes files 0600; a results folder served from a static host must stay readable (issue 18)."""
+    old = os.umask(0o022)
+    try:
+        assert stat.S_IMODE(write_json(tmp_path / "a.json", {"x": 1}).stat().st_mode) == 0o644
+        save_entry(tmp_path / "e.bin", b"payload")
+        assert stat.S_IMODE((tmp_path / "e.bin").stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / "e.bin.meta.json").stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(write_json(tmp_path / "b.json", {"x": 1}).stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -63,13 +63,13 @@ def evaluate(w: Context, task: CellTask) -> dict:
     ctx, p = w.catalog.data(cell.dataset, cell.seed), w.cfg.profile.with_seed(cell.seed)
     ds, s = ctx.dataset, ctx.splits
     attack = build_attack(cell.attack, p, w.reg, cell.eps) if cell.attack else None
-    net, info = w.model(task.train)
+    net, info, weights = w.model(task.train)
     sub = eval_index(s.test.y, attack, p)
     idx = np.arange(len(s.test)) if sub is None else sub
     x_clean, y = s.test.x[idx], s.test.y[idx]
     clean_pred = _logits(w, net, x_clean, cell.model, ctx.n_classes).argmax(1)
-    result: dict[str, Any] = {"train": info, "checkpoint": task.train.key, "classes": list(ds.classes),
-                              "trained_on": f"clean + {cell.attack} static set" if task.static else "clean"}
+    result: dict[str, Any] = {"train": info, "checkpoint": task.train.key, "weights": weights, "classes": list(ds.classes),
+                              "trained_on": task.train.trained_on}
     if sub is not None:
         result["eval_index"] = sub.tolist()
     if cell.mode == "clean":

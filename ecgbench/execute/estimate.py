@@ -30,8 +30,7 @@ from ecgbench.contracts.registry import registry
 from ecgbench.data.catalog import Catalog, eval_index
 from ecgbench.engine import train
 from ecgbench.engine.accel import enabled, resolve_device
-from ecgbench.execute.runner import in_cache
-from ecgbench.execute.scheduler import needed, threads_per_task
+from ecgbench.execute.scheduler import in_cache, needed, threads_per_task
 from ecgbench.plan.graph import Graph, Planner, plan
 from ecgbench.plan.tasks import Task, TrainTask
 from ecgbench.store.layout import is_done
@@ -78,8 +77,7 @@ def _train_size(pl: Planner, task: TrainTask) -> int:
     counts = ctx.splits.train.counts(ctx.n_classes)
     n = sum(max(c, p.smote_target) if c >= 2 else c for c in counts)
     share = (1 - 1 / p.folds) if p.folds > 1 else (1 - p.val_fraction)
-    if task.static:
-        n += min(p.static_train_cap or len(ctx.splits.train), len(ctx.splits.train))
+    n += len(task.statics) * min(p.static_train_cap or len(ctx.splits.train), len(ctx.splits.train))
     return int(n * share)
 
 
@@ -194,7 +192,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
             pair_s = {(a, m): _beat_seconds(pl, a, nets[m], cfg.datasets[0], device) for a, m in w.attacked_on}
         finally:
             torch.set_num_threads(before)
-    rows = [[f"train {m}", w.trainings[m], f"{w.steps[m]:,} steps (at most)",
+    rows = [[f"train {m}" + (" (static source)" if m == cfg.source_model and m not in cfg.models else ""), w.trainings[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
     attacked = w.attacked
@@ -210,6 +208,11 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
         f"checkpoints and cached static sets are not counted); nothing is written",
         tabulate(rows, headers=["task", "count", "work", "calibrated", "time (1 worker)"], tablefmt="github"),
     ]
+    if "static" in cfg.modes and cfg.attacks:
+        src = cfg.source_model
+        lines.insert(2, f"static sets are made against {src}, trained on clean beats for that purpose"
+                        + ("" if src in cfg.models else " (not among --models; choose another with --source)")
+                        + f"; each model also gets a paper-defence row, trained on clean beats plus all {len(cfg.attacks)} static sets")
     if calibrate:
         shared = f"; {_hours(serial / workers)} with {cfg.executor} x {workers} (ideal sharing)" if workers > 1 else ""
         lines.append(f"estimated wall time: {_hours(serial)} with 1 worker{shared}, on {device} "

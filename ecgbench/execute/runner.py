@@ -28,15 +28,15 @@ from ecgbench.contracts.registry import Registry, registry as default_registry
 from ecgbench.data.catalog import Catalog
 from ecgbench.engine.accel import resolve_device
 from ecgbench.execute.local import run_jobs, run_serial
-from ecgbench.execute.scheduler import Outcome, needed, threads_per_task
+from ecgbench.execute.scheduler import Outcome, in_cache, needed, threads_per_task
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.graph import Graph, plan
-from ecgbench.plan.tasks import Task
-from ecgbench.store.io import read_json, write_json, written
-from ecgbench.store.layout import attacked_path, checkpoint_path, read_done
+from ecgbench.plan.tasks import CellTask, Task
+from ecgbench.store.io import read_json, write_json
+from ecgbench.store.layout import checkpoint_path, read_done, weights_digest
 from ecgbench.store.locks import run_lock
 
-__all__ = ["Runner", "execute", "in_cache", "machine", "timeline"]
+__all__ = ["Runner", "execute", "machine", "timeline"]
 
 
 class Runner:
@@ -63,15 +63,29 @@ class Runner:
         return plan(self.cfg, self.reg, self.catalog)
 
     def pending(self, graph: Graph) -> tuple[list, list[str]]:
-        """Cells still to compute, and the failures already recorded in cells that will be kept."""
+        """Cells still to compute, and the failures already recorded in cells that will be kept.
+
+        A finished cell whose model was since retrained (another machine, a lost cache: the same recipe,
+        other weights) is recomputed, so that every row stays one model."""
         todo, failures = [], []
         for task in graph.of_kind("cell"):
             old = None if self.cfg.force else read_done(Path(task.path), task.cell_key, self.cfg.retry_failed)
-            if old is None:
+            if old is None or self._other_weights(task, old):
                 todo.append(task)
             elif old.get("status") != "ok":
                 failures.append(f"{task.label}: {old.get('error')}")
         return todo, failures
+
+    def _other_weights(self, task: CellTask, record: dict) -> bool:
+        """Whether `record` was computed from other weights than the cached checkpoint of its training."""
+        if task.train is None or "weights" not in record:
+            return False
+        now = weights_digest(checkpoint_path(self.cfg.cache, task.train.model, task.train.key))
+        if now is None or now == record["weights"]:
+            return False
+        log.info(f"{task.label}: computed from other trained weights ({record['weights']}) than the cached checkpoint "
+                 f"of the same recipe ({now}), trained elsewhere or again; recomputing it")
+        return True
 
     def run(self, wait: bool = False) -> dict:
         out = self.cfg.out
@@ -87,6 +101,9 @@ class Runner:
             outcome = Outcome()
             try:
                 execute(graph, todo, self.cfg, worker, outcome)
+                stale = [t for t in graph.of_kind("cell") if (rec := read_done(Path(t.path), t.cell_key, False))
+                         and self._other_weights(t, rec)]  # a training redone in this run: its older cells follow it
+                execute(graph, stale, self.cfg, worker, outcome)
             except BaseException as exc:  # stopped: the invocation is still recorded, with what it finished
                 self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures,
                                stopped=type(exc).__name__)
@@ -107,7 +124,8 @@ class Runner:
         manifest = {
             "command": cfg.command,
             "datasets": cfg.datasets, "models": cfg.models, "attacks": cfg.attacks,
-            "modes": list(cfg.modes), "split": cfg.split, "source": cfg.source_model,
+            "modes": list(cfg.modes), "split": cfg.split,
+            "source": cfg.source_model if "static" in cfg.modes else None,
             "seeds": list(cfg.seed_list()), "eps": list(cfg.eps),
             "profile": cfg.profile.as_dict(),
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
@@ -139,15 +157,6 @@ def machine(device: torch.device) -> dict:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device), "gpu": gpu}
-
-
-def in_cache(cache: Path, task: Task) -> bool:
-    """Whether a training's checkpoint or a static set is in the cache (present; it is verified when loaded)."""
-    if task.kind == "train":
-        return written(checkpoint_path(cache, task.model, task.key))
-    if task.kind == "static":
-        return written(attacked_path(cache, task.attack_name, task.key))
-    return False
 
 
 def execute(graph: Graph, todo: list[Task], cfg: RunConfig, worker: Worker | None, outcome: Outcome | None = None) -> Outcome:

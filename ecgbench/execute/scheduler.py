@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ecgbench import log
 from ecgbench.config.run import RunConfig
 from ecgbench.plan.graph import Graph
 from ecgbench.plan.tasks import Task
+from ecgbench.store.io import written
+from ecgbench.store.layout import attacked_path, checkpoint_path
 
-__all__ = ["Outcome", "schedule", "needed", "threads_per_task", "pin_threads"]
+__all__ = ["Outcome", "schedule", "needed", "in_cache", "threads_per_task", "pin_threads"]
 
 @dataclass
 class Outcome:
@@ -111,3 +114,12 @@ def schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[l
             if task.kind != "cell" and result["status"] != "ok":
                 log.info(f"FAILED {task.label}: {result.get('error')}")
             outcome.add(task, result)
+
+
+def in_cache(cache: Path, task: Task) -> bool:
+    """Whether a training's checkpoint or a static set is in the cache (present; it is verified when loaded)."""
+    if task.kind == "train":
+        return written(checkpoint_path(cache, task.model, task.key))
+    if task.kind == "static":
+        return written(attacked_path(cache, task.attack_name, task.key))
+    return False

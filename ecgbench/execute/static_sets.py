@@ -26,7 +26,7 @@ def make(w: Context, task: StaticTask) -> dict:
     with entry_lock(path):
         a = verified(load_arrays, path)
         if a is None:
-            source, _ = w.model(task.source)
+            source = w.model(task.source)[0]
             rng = np.random.default_rng(p.seed)
             cap = p.static_train_cap
             idx = np.sort(rng.permutation(len(s.train))[:cap]) if cap else np.arange(len(s.train))

@@ -1,9 +1,11 @@
 """The training task: a model fitted on clean beats (or clean + a static set), checkpointed in the verified cache."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ecgbench import log
+from ecgbench.contracts.base import Beats
 from ecgbench.engine.accel import accelerate
 from ecgbench.engine.train import fit
 from ecgbench.execute.context import Context
@@ -15,32 +17,35 @@ from ecgbench.store.locks import entry_lock
 __all__ = ["train"]
 
 
-def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict]:
-    """Load the checkpoint of `task`, or fit it (making its static set first if needed) and save it; ready for eval."""
+def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
+    """Load the checkpoint of `task`, or fit it (making its static sets first if needed) and save it; ready for eval.
+
+    Returns the model, its training record and its weights' digest (what the cells record, so that a
+    row is known to be one model)."""
     ctx, p = w.catalog.data(task.dataset, task.seed), w.cfg.profile.with_seed(task.seed)
     cls = w.reg.get("models", task.model)
     path = checkpoint_path(w.cfg.cache, task.model, task.key)
     with entry_lock(path):
         found = verified(read_checkpoint, path)
         if found is None:
-            static = w.static_set(task.static) if task.static else None
+            statics = [w.static_set(s) for s in task.statics]
             torch.manual_seed(p.seed)
             s = ctx.splits
             result = fit(cls, ctx.n_classes, ctx.dataset.window, s.train, s.folds,
-                         attacked=static["train"] if static else None, attacked_source=static["source"] if static else None,
+                         attacked=Beats.concat([st["train"] for st in statics]) if statics else None,
+                         attacked_source=np.concatenate([st["source"] for st in statics]) if statics else None,
                          epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=w.device,
                          seed=p.seed, progress=log.interactive() and w.cfg.progress, patience=p.patience,
                          on_epoch=lambda r, m=task.model: _log_epoch(m, r))
             w.trainings += 1
-            found = (result.state, result.info)
-            save_checkpoint(path, *found)
-            on = f" + {task.static.attack} static set" if task.static else ""
+            found = (result.state, result.info, save_checkpoint(path, result.state, result.info))
+            on = "" if not task.statics else f" ({task.trained_on})"
             log.info(f"trained {task.model} on {task.dataset}{on}: val balanced accuracy "
                      f"{result.info['val_balanced_accuracy']:.3f} ({result.info['seconds']:.1f} s)")
-    state, info = found
+    state, info, weights = found
     net = cls(ctx.n_classes, ctx.dataset.window)
     net.load_state_dict(state)
-    return accelerate(net.to(w.device), w.device).eval(), info  # CUDA's fast path; the CPU keeps the plain model
+    return accelerate(net.to(w.device), w.device).eval(), info, weights  # CUDA's fast path; the CPU keeps the plain model
 
 
 def _log_epoch(model: str, r: dict) -> None:

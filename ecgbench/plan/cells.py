@@ -1,4 +1,12 @@
-"""Cells: one (dataset, model, attack, mode, seed, eps) result of a run, and which cells a run has."""
+"""Cells: one (dataset, model, training, attack, mode, seed, eps) result of a run, and which cells a run has.
+
+A leaderboard row is one trained model: a model and how it was trained (`training`):
+- `clean`: on clean beats;
+- `defence`: the paper's defence (3.1, Fig. 1: E'x = Ex + Exadv), on clean beats plus the static
+  sets of all the run's attacks together; a run with the static mode has this row beside `clean`;
+- `static`: the paper's protocol, per attack a model trained on clean beats plus that attack's
+  static set, scored on that attack's static test set (static-mode cells only; no row of its own).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,7 +17,9 @@ from ecgbench.config.run import RunConfig
 from ecgbench.contracts.registry import Registry, RegistryError
 from ecgbench.store.layout import cell_path
 
-__all__ = ["Cell", "cells_of", "trains_on_static"]
+__all__ = ["Cell", "TRAININGS", "cells_of", "trainings_of"]
+
+TRAININGS = ("clean", "defence", "static")
 
 
 @dataclass(frozen=True)
@@ -20,34 +30,46 @@ class Cell:
     mode: str  # clean | static | adaptive | adaptive-detect
     seed: int = 0
     eps: float | None = None  # None: the attack's own budget
+    training: str = "clean"  # clean | defence | static (see the module's docstring)
 
     @property
     def label(self) -> str:
         extra = (f"/eps={self.eps:g}" if self.eps is not None else "") + (f"/seed={self.seed}" if self.seed else "")
-        return f"{self.dataset}/{self.model}/{self.attack or 'none'}/{self.mode}{extra}"
+        trained = "/defence" if self.training == "defence" else ""
+        return f"{self.dataset}/{self.model}{trained}/{self.attack or 'none'}/{self.mode}{extra}"
 
     def path(self, out: Path) -> Path:
-        return cell_path(out, self.dataset, self.model, self.attack, self.mode, self.eps, self.seed)
+        return cell_path(out, self.dataset, self.model, self.attack, self.mode, self.eps, self.seed, self.training)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def cells_of(cfg: RunConfig, reg: Registry) -> list[Cell]:
-    """Per seed and dataset: clean cells first, then attack x eps x mode x model.
+def trainings_of(cfg: RunConfig) -> tuple[str, ...]:
+    """The rows each model has: trained on clean beats, and with the static mode the paper's defence."""
+    return ("clean", "defence") if "static" in cfg.modes and cfg.attacks else ("clean",)
 
-    `adaptive-detect` only for models with a detector. Bounded attacks run at each `--eps`
-    (adaptive modes; the static protocol retrains per set, so it keeps each attack's own budget);
+
+def cells_of(cfg: RunConfig, reg: Registry) -> list[Cell]:
+    """Per seed and dataset: each row's clean cells first, then attack x mode x eps x row x model.
+
+    A row (model x training) is scored clean and attacked adaptively; a static cell is the paper's
+    protocol (its own model per attack). `adaptive-detect` only for models with a detector. Bounded
+    attacks run at each `--eps` (adaptive modes; the static protocol keeps each attack's own budget);
     minimisation attacks run once and are judged at each eps from the L-inf they needed.
     """
     cells = []
+    trainings = trainings_of(cfg)
     for seed in cfg.seed_list():
         for d in cfg.datasets:
-            cells += [Cell(d, m, None, "clean", seed) for m in cfg.models]
+            cells += [Cell(d, m, None, "clean", seed, None, t) for t in trainings for m in cfg.models]
             for a in cfg.attacks:
                 for mode in cfg.modes:
+                    if mode == "static":
+                        cells += [Cell(d, m, a, mode, seed, None, "static") for m in cfg.models]
+                        continue
                     for eps in _eps_list(cfg, reg, a, mode):
-                        cells += [Cell(d, m, a, mode, seed, eps) for m in cfg.models
+                        cells += [Cell(d, m, a, mode, seed, eps, t) for t in trainings for m in cfg.models
                                   if mode != "adaptive-detect" or _has_detector(reg, m)]
     return cells
 
@@ -69,8 +91,3 @@ def _has_detector(reg: Registry, model: str) -> bool:
         return hasattr(reg.get("models", model), "detect")
     except RegistryError:
         return False
-
-
-def trains_on_static(cfg: RunConfig, cell: Cell) -> bool:
-    """Whether the cell's model is trained on clean plus static attacked beats (the paper's defence)."""
-    return cell.mode != "clean" and "static" in cfg.modes

@@ -13,7 +13,7 @@ from ecgbench.contracts.errors import one_line
 from ecgbench.contracts.registry import Registry, attack_name
 from ecgbench.data.catalog import Catalog
 from ecgbench.plan import keys
-from ecgbench.plan.cells import Cell, cells_of, trains_on_static
+from ecgbench.plan.cells import Cell, cells_of
 from ecgbench.plan.tasks import CellTask, StaticTask, Task, TrainTask
 
 __all__ = ["Graph", "plan", "Planner"]
@@ -41,12 +41,12 @@ class Planner:
     def __init__(self, cfg: RunConfig, reg: Registry, catalog: Catalog) -> None:
         self.cfg, self.reg, self.catalog = cfg, reg, catalog
 
-    def train(self, dataset: str, model: str, seed: int, static: StaticTask | None = None) -> TrainTask:
-        """The training of `model` on clean beats, or on clean beats plus `static`'s attacked set."""
+    def train(self, dataset: str, model: str, seed: int, statics: tuple[StaticTask, ...] = ()) -> TrainTask:
+        """The training of `model` on clean beats, plus the attacked training beats of `statics` if any."""
         data = self.catalog.data(dataset, seed).settings
-        key = keys.train_key(data, keys.identity(self.reg, "models", model), static.key if static else None,
+        key = keys.train_key(data, keys.identity(self.reg, "models", model), [s.key for s in statics] or None,
                              self.cfg.profile.with_seed(seed))
-        return TrainTask(key, dataset, model, seed, static)
+        return TrainTask(key, dataset, model, seed, tuple(statics))
 
     def static(self, dataset: str, attack: str, seed: int) -> StaticTask:
         """The static set of `attack`, made against the source model trained on clean beats (paper 2.3, 3.1)."""
@@ -58,19 +58,32 @@ class Planner:
         return StaticTask(key, dataset, attack, a.name, seed, source)
 
     def cell(self, cell: Cell) -> CellTask:
-        """The task that scores `cell`, with the training (and static set) it needs; a cell that cannot run carries why."""
+        """The task that scores `cell`, with the training (and static sets) it needs; a cell that cannot run carries why."""
         path, ckey = str(cell.path(self.cfg.out)), self.cell_key(cell)
         err = self.problem(cell)
         if err is not None:
             return CellTask(f"cell:{cell.label}", cell, ckey, path, error=err)
-        static = self.static(cell.dataset, cell.attack, cell.seed) if trains_on_static(self.cfg, cell) else None
-        return CellTask(f"cell:{cell.label}", cell, ckey, path, self.train(cell.dataset, cell.model, cell.seed, static), static)
+        static = self.static(cell.dataset, cell.attack, cell.seed) if cell.training == "static" else None
+        statics = (static,) if static else self.defence(cell.dataset, cell.seed) if cell.training == "defence" else ()
+        return CellTask(f"cell:{cell.label}", cell, ckey, path, self.train(cell.dataset, cell.model, cell.seed, statics), static)
+
+    def defence(self, dataset: str, seed: int) -> tuple[StaticTask, ...]:
+        """The static sets the paper's defence trains on: every attack of the run's that builds, in the run's order
+        (an attack whose plugin does not load fails its own cells, and is left out of the defence)."""
+        return tuple(self.static(dataset, a, seed) for a in self.cfg.attacks if self._builds(a, seed))
+
+    def _builds(self, spec: str, seed: int) -> bool:
+        try:
+            build_attack(spec, self.cfg.profile.with_seed(seed), self.reg)
+        except Exception:  # noqa: BLE001 - reported in that attack's own cells
+            return False
+        return True
 
     def problem(self, cell: Cell) -> str | None:
         """Why a cell cannot run at all (a plugin that does not load or an attack that does not build), else None."""
         try:
             self.reg.get("models", cell.model)
-            if trains_on_static(self.cfg, cell):
+            if cell.training != "clean":
                 self.reg.get("models", self.cfg.source_model)
             if cell.attack:
                 build_attack(cell.attack, self.cfg.profile.with_seed(cell.seed), self.reg, cell.eps)
@@ -80,10 +93,12 @@ class Planner:
 
     def cell_key(self, cell: Cell) -> str:
         """Everything that changes a cell's answer; a cell file with another key is stale and recomputed."""
-        defended = trains_on_static(self.cfg, cell)
+        defended = cell.training != "clean"
+        attacks = [s.attack for s in self.defence(cell.dataset, cell.seed)] if cell.training == "defence" else []
+        attacks += [cell.attack] if cell.attack else []
         plugins = [keys.identity(self.reg, kind, name) for kind, name in
-                   (("datasets", cell.dataset), ("models", cell.model), ("models", self.cfg.source_model if defended else None),
-                    ("attacks", attack_name(cell.attack))) if name]
+                   [("datasets", cell.dataset), ("models", cell.model), ("models", self.cfg.source_model if defended else None)]
+                   + [("attacks", attack_name(a)) for a in dict.fromkeys(attacks)] if name]
         try:
             digest = self.catalog.data(cell.dataset, cell.seed).settings["beats"]
         except Exception:  # noqa: BLE001 - a dataset that fails to load fails the run before any cell
@@ -94,18 +109,18 @@ class Planner:
 def plan(cfg: RunConfig, reg: Registry, catalog: Catalog) -> Graph:
     """The task graph of a run, every task after the tasks it needs.
 
-    With `static` among the modes, every attacked cell scores the model trained on clean beats plus
-    that attack's static set (paper 3.1), made against the source model: static and adaptive cells
-    share that checkpoint, so adaptive asks whether the paper's defence holds white-box. Without
-    `static`, adaptive cells attack the model trained on clean beats, and no static set is made.
+    Each row's cells share one training: on clean beats, or (with `static` among the modes) the paper's
+    defence, on clean beats plus every attack's static set made against the source model (3.1). A
+    static cell is the paper's protocol: the model trained with that attack's static set, scored on
+    its static test set. Without `static`, no static set is made.
     """
     graph, planner = Graph(), Planner(cfg, reg, catalog)
     for cell in cells_of(cfg, reg):
         task = planner.cell(cell)
-        if task.static is not None:
-            graph.add(task.static.source)
-            graph.add(task.static)
         if task.train is not None:
+            for static in task.train.statics:
+                graph.add(static.source)
+                graph.add(static)
             graph.add(task.train)
         graph.add(task)
     return graph

@@ -40,8 +40,8 @@ def _train_profile(p: Profile) -> list:
     return [p.epochs, p.batch_size, p.smote_target, *extra]
 
 
-def train_key(data: dict, model: list, static: str | None, p: Profile) -> str:
-    """A training: the data it sees (`data`: settings and digest), the model's identity, the static set it adds, the profile."""
+def train_key(data: dict, model: list, static: list[str] | None, p: Profile) -> str:
+    """A training: the data it sees (`data`: settings and digest), the model's identity, the static sets it adds, the profile."""
     return cache_key("model", data, model, static, *_train_profile(p))
 
 

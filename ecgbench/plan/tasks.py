@@ -16,23 +16,36 @@ __all__ = ["TrainTask", "StaticTask", "CellTask", "Task"]
 
 @dataclass(frozen=True)
 class TrainTask:
-    """Fit `model` on the clean training beats of `dataset` (seed `seed`), plus `static`'s attacked beats if given."""
+    """Fit `model` on the clean training beats of `dataset` (seed `seed`), plus the attacked beats of `statics`.
+
+    No static set: the model trained on clean beats. One: the paper's protocol for that attack.
+    Every attack's: the paper's defence (3.1), E'x = Ex + Exadv.
+    """
 
     key: str
     dataset: str
     model: str
     seed: int
-    static: "StaticTask | None" = None  # the paper's defence (3.1): clean + this static set
+    statics: tuple["StaticTask", ...] = ()
     error: str | None = None  # known before running (a plugin that does not load): the task fails at once
     kind: ClassVar[str] = "train"
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return (self.static.key,) if self.static else ()
+        return tuple(s.key for s in self.statics)
+
+    @property
+    def trained_on(self) -> str:
+        """How the model was trained, as a cell records it."""
+        if not self.statics:
+            return "clean"
+        if len(self.statics) == 1:
+            return f"clean + {self.statics[0].attack} static set"
+        return f"clean + static sets of {', '.join(s.attack for s in self.statics)}"
 
     @property
     def label(self) -> str:
-        on = f" on {self.static.attack} static set" if self.static else ""
+        on = "" if not self.statics else f" on {self.trained_on}"
         return f"train {self.dataset}/{self.model}{on} seed {self.seed}"
 
 

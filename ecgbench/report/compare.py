@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecgbench.report.tables import load_cells, table1, table2
+from ecgbench.report.layouts import table1, table2
+from ecgbench.report.results import load_cells
 from ecgbench.store.io import atomic_write
 
 __all__ = ["load_paper", "paper_attack", "comparison", "compare_with_paper"]

@@ -24,7 +24,7 @@ __all__ = ["export_entries", "merge_runs", "settings", "MERGE_KEYS"]
 MERGE_KEYS = ("profile", "split", "source", "versions")
 IGNORED = {"seed", "seeds", "eps"}
 THREATS = {"white_box": f"worst white-box eps={COMMON_EPS:g}", "black_box": f"worst black-box eps={COMMON_EPS:g}",
-           "static": f"worst static eps={COMMON_EPS:g}", "with_detector": f"worst with detector eps={COMMON_EPS:g}"}
+           "with_detector": f"worst with detector eps={COMMON_EPS:g}"}
 
 
 def _num(v: Any) -> float | None:
@@ -39,7 +39,7 @@ def _acc(row: dict, col: str) -> dict | None:
 
 
 def export_entries(run_dir: Path) -> list[dict]:
-    """One entry per dataset and model: clean and robust accuracies with 95 % bootstrap intervals, threat
+    """One entry per dataset and row (a model as trained: on clean beats, or the paper's defence): clean and robust accuracies with 95 % bootstrap intervals, threat
     model, attacks and budgets, data, split, profile, seeds, versions and command."""
     run_dir = Path(run_dir)
     cells = load_cells(run_dir)
@@ -49,7 +49,8 @@ def export_entries(run_dir: Path) -> list[dict]:
     machine = run.get("machine", {})
     entries = []
     for row in board.to_dict("records"):
-        mine = [r for r in rs if r.dataset == row["dataset"] and r.model == row["model"]]
+        training = "defence" if row.get("training") == "paper defence" else "clean"
+        mine = [r for r in rs if r.dataset == row["dataset"] and r.model == row["model"] and r.training == training]
         attacks = {}
         for r in mine:
             if r.attack:
@@ -59,7 +60,7 @@ def export_entries(run_dir: Path) -> list[dict]:
                 if r.mode not in a["modes"]:
                     a["modes"].append(r.mode)
         entries.append({
-            "dataset": row["dataset"], "model": row["model"], "params": None if row.get("params") is None else int(row["params"]),
+            "dataset": row["dataset"], "model": row["model"], "training": row.get("training", "clean"), "params": None if row.get("params") is None else int(row["params"]),
             "converged": bool(row["converged"]), "val_balanced_accuracy": _num(row.get("val_balanced_accuracy")),
             "threat_model": {"norm": "Linf", "eps": COMMON_EPS, "scale": "each beat min-max scaled to [0, 1] (paper 3.1)"},
             "clean_accuracy": _acc(row, "clean"),

@@ -33,16 +33,15 @@ def save(fig, path: Path) -> Path:
 
 def robust_bars(cells: list[dict], dataset: str):
     """One panel per mode: per attack (and the worst case at eps 0.01), one bar per model; clean as a dashed tick."""
-    from ecgbench.report.tables import MODES, leaderboard
+    from ecgbench.report.tables import MODES, leaderboard, row_name
 
     plt = _plt()
     board = leaderboard(cells)
     board = board[board["dataset"] == dataset]
     rs = [r for r in results(cells) if r.dataset == dataset]
     attacks = list(dict.fromkeys(r.attack for r in rs if r.attack))
-    worst = {"static": f"worst static eps={COMMON_EPS:g}", "adaptive": f"worst white-box eps={COMMON_EPS:g}",
-             "adaptive-detect": f"worst with detector eps={COMMON_EPS:g}"}
-    panels = [(m, [a for a in attacks if f"{a} {m}" in board and board[f"{a} {m}"].notna().any()]) for m in MODES]
+    worst = {"adaptive": f"worst white-box eps={COMMON_EPS:g}", "adaptive-detect": f"worst with detector eps={COMMON_EPS:g}"}
+    panels = [(m, [a for a in attacks if f"{a} {m}" in board and board[f"{a} {m}"].notna().any()]) for m in MODES if m in worst]
     panels = [(m, a) for m, a in panels if a]
     if board.empty or not panels:
         return None
@@ -61,7 +60,7 @@ def robust_bars(cells: list[dict], dataset: str):
             vals = [row.get(g, np.nan) * 100 if g in row and not np.isnan(row.get(g, np.nan)) else np.nan for g in groups]
             if np.isnan(vals).all():
                 continue  # e.g. a model without a detector in the detector panel
-            label = row["model"] if row["converged"] else f"{row['model']} (not converged)"
+            label = row_name(row) if row["converged"] else f"{row_name(row)} (not converged)"
             ax.bar(x + i * width, vals, width, label=label, color=colors[i % len(colors)])
             ax.hlines(row["clean"] * 100, x[0] - width / 2, x[-1] + 0.8, colors=colors[i % len(colors)], linestyles="dashed", lw=0.8)
         ax.set_xticks(x + 0.4 - width / 2, labels, fontsize=8)
@@ -84,7 +83,7 @@ def _eps(rs, attack: str) -> float | None:
 
 def class_heatmap(cells: list[dict], dataset: str):
     """Model x class robust accuracy under the adaptive worst case at eps 0.01 (see `report.per_class_worst`)."""
-    from ecgbench.report.tables import per_class_worst
+    from ecgbench.report.layouts import per_class_worst
 
     plt = _plt()
     df, note = per_class_worst(cells, dataset)

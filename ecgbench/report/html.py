@@ -16,7 +16,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ecgbench.report.layouts import protocol_table
 from ecgbench.report.tables import AUC_NOTE, HEADLINE_NOTE, MEASURES, MODES, pct, auc_table, headline, mode_table
+from ecgbench.report.results import static_source
 from ecgbench.store.io import atomic_write
 
 __all__ = ["render", "write_html"]
@@ -147,8 +149,9 @@ def _provenance(run: dict, seeds: Sequence[str]) -> str:
              ("versions", _e(", ".join(f"{k} {v}" for k, v in versions.items()))),
              ("wall time", _e(f"{sum(i.get('wall_seconds', 0) for i in inv) / 60:.1f} min over {len(inv)} invocation(s)")),
              ("profile", _e(run.get("profile", {}).get("name"))), ("split", _e(run.get("split"))),
-             ("seeds", _e(", ".join(seeds) or str(run.get("profile", {}).get("seed", 0)))),
-             ("static source", _e(run.get("source")))]
+             ("seeds", _e(", ".join(seeds) or str(run.get("profile", {}).get("seed", 0))))]
+    if static_source(run):
+        items.append(("static source", _e(run.get("source"))))
     return '<dl class="prov">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
@@ -163,7 +166,7 @@ def render(board: pd.DataFrame, cells: list[dict], run: dict, figures: Sequence[
         for note in board[(board["dataset"] == d) & (board["notes"] != "")][["model", "notes"]].itertuples(index=False):
             parts.append(f'<p class="note">{_e(note.model)}: {_e(note.notes)}</p>')
         for mode in MODES:
-            t = mode_table(board, cells, d, mode)
+            t = protocol_table(cells, d) if mode == "static" else mode_table(board, cells, d, mode)
             if not t.empty:
                 parts += [f"<h3>{_e(d)}, {_e(mode)} attacks: accuracy (%) per attack</h3>", _table(t)]
         auc = auc_table(cells, d)

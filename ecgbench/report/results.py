@@ -7,6 +7,9 @@ lack fields added later and are read with the defaults below:
   (`record["attack"]["eps"]`).
 - `attack_kind` missing: from the attack's name (boundary, hsj: decision; square: score; else gradient).
 - `eval_index` missing: the cell was scored on every test beat.
+- `cell.training` missing (before rows were one model): `static` for static cells and for attacked cells of
+  a model trained with a static set (`trained_on`, or, older still, a checkpoint other than the clean
+  cell's: see `results`), else `clean`. Such `static`-trained attacked cells belong to no row.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 from ecgbench.store.io import read_json
 
 __all__ = ["Result", "WorstCase", "COMMON_EPS", "KIND_BY_NAME", "BLACK_BOX", "load_cells", "results", "clean_result",
-           "worst_case", "robust_at", "classes_of", "not_converged", "CONVERGED_FRACTION"]
+           "worst_case", "robust_at", "classes_of", "not_converged", "CONVERGED_FRACTION", "static_source"]
 
 COMMON_EPS = 0.01  # paper 2.3: every attack but CW runs at 0.01 on the [0, 1] beat scale
 EPS_TOL = 1e-9
@@ -52,6 +55,17 @@ class Result:
     index: np.ndarray | None  # test-beat indices scored, None = all of them in order
     linf_found: np.ndarray | None = None  # per scored beat, L-inf of the adversarial found (NaN: none found)
     record: dict = field(default_factory=dict, repr=False)
+    training: str = "clean"  # clean | defence | static: how the scored model was trained (plan.cells)
+
+    @property
+    def in_row(self) -> bool:
+        """Whether the cell is one of a row's (a model trained on clean beats, or the paper's defence)."""
+        return self.training in ("clean", "defence")
+
+    @property
+    def row(self) -> str:
+        """The row's name: the model, or the model with the paper's defence."""
+        return self.model if self.training != "defence" else f"{self.model} + paper defence"
 
     @property
     def name(self) -> str:
@@ -82,17 +96,30 @@ def from_record(rec: dict) -> Result:
     kind = rec.get("attack_kind") or (KIND_BY_NAME.get(name, "gradient") if cell.get("attack") else None)
     index = rec.get("eval_index")
     found = rec.get("linf_found")
+    training = cell.get("training") or ("static" if cell["mode"] == "static" or rec.get("trained_on", "clean") != "clean"
+                                        else "clean")
     return Result(dataset=cell["dataset"], model=cell["model"], attack=cell.get("attack"), mode=cell["mode"],
                   seed=int(cell.get("seed") if cell.get("seed") is not None else 0),
                   eps=None if eps is None else float(eps), kind=kind, correct=_bits(rec["correct"]),
                   index=None if index is None else np.asarray(index, dtype=np.int64),
                   linf_found=None if found is None else np.array([np.nan if v is None else v for v in found], dtype=float),
-                  record=rec)
+                  record=rec, training=training)
 
 
 def results(cells: Iterable[dict]) -> list[Result]:
-    """Every finished cell that holds per-beat outcomes, normalised."""
-    return [from_record(c) for c in cells if c.get("status") == "ok" and "correct" in c]
+    """Every finished cell that holds per-beat outcomes, normalised.
+
+    An attacked cell older than `cell.training` and `trained_on` belongs to its model's row only if it
+    scored the checkpoint the model's clean cell scored: a static run of that time attacked, in each
+    adaptive cell, the model trained with that attack's static set."""
+    rs = [from_record(c) for c in cells if c.get("status") == "ok" and "correct" in c]
+    legacy = [r for r in rs if "training" not in r.record["cell"] and "trained_on" not in r.record]
+    clean = {(r.dataset, r.model, r.seed): r.record.get("checkpoint") for r in legacy if r.mode == "clean"}
+    for r in legacy:
+        mine = clean.get((r.dataset, r.model, r.seed))
+        if r.mode != "clean" and mine and r.record.get("checkpoint") not in (None, mine):
+            r.training = "static"
+    return rs
 
 
 def robust_at(r: Result, eps: float) -> np.ndarray | None:
@@ -191,3 +218,8 @@ def not_converged(scores: Sequence[float], n_classes: int) -> bool:
         return False
     chance = 1.0 / n_classes
     return float(np.nanmean(scores)) < chance + CONVERGED_FRACTION * (1 - chance)
+
+
+def static_source(run: dict) -> bool:
+    """Whether a run made static sets (its static mode), so that its source model is worth naming."""
+    return bool(run.get("source")) and "static" in run.get("modes", ["static"])

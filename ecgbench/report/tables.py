@@ -13,7 +13,6 @@ bootstrap interval over test beats and, where the run has several seeds, mean +-
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,29 +23,42 @@ from ecgbench.config.run import MODES
 from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, classes_of, load_cells, not_converged, results,
                             validation_score, worst_case)
 
-__all__ = ["load_cells", "leaderboard", "headline", "mode_table", "table1", "table2", "table3", "attack_details",
-           "per_class_worst", "auc_table", "pick", "pct", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
+__all__ = ["load_cells", "leaderboard", "headline", "mode_table", "attack_details",
+           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
 
 E = f"eps={COMMON_EPS:g}"
 # Headline measures: column name -> (mode, attack kinds or None for all, label in the markdown table).
 MEASURES: dict[str, tuple[str, tuple[str, ...] | None, str]] = {
     f"worst white-box {E}": ("adaptive", None, "white-box worst"),
     f"worst black-box {E}": ("adaptive", BLACK_BOX, "black-box worst"),
-    f"worst static {E}": ("static", None, "static worst (paper)"),
     f"worst with detector {E}": ("adaptive-detect", None, "with detector"),
 }
 RANK_BY = f"worst white-box {E}"
 
 
-def _groups(rs: Sequence[Result]) -> dict[tuple[str, str], dict[int, list[Result]]]:
-    """(dataset, model) -> seed -> that seed's results, in first-seen order."""
-    out: dict[tuple[str, str], dict[int, list[Result]]] = {}
+def row_groups(rs: Sequence[Result]) -> dict[tuple[str, str, str], dict[int, list[Result]]]:
+    """(dataset, model, training) -> seed -> the row's results, in first-seen order: one row, one trained model.
+
+    Cells of no row (the paper's static protocol: a model per attack) are left out."""
+    out: dict[tuple[str, str, str], dict[int, list[Result]]] = {}
     for r in rs:
-        out.setdefault((r.dataset, r.model), {}).setdefault(r.seed, []).append(r)
+        if r.in_row:
+            out.setdefault((r.dataset, r.model, r.training), {}).setdefault(r.seed, []).append(r)
     return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
-def _attacks(rs: Sequence[Result]) -> list[str]:
+def one_model(key: tuple[str, str, str], seed: int, part: Sequence[Result]) -> None:
+    """A row's cells of one seed must come from one set of trained weights; else a one-line error naming them."""
+    weights = {r.record.get("weights") for r in part} - {None}
+    if len(weights) > 1:
+        cells = ", ".join(f"{r.attack or 'none'}.{r.mode} ({r.record.get('weights')})" for r in part if r.record.get("weights"))
+        dataset, model, training = key
+        raise ValueError(f"the {dataset} row {model} ({'paper defence' if training == 'defence' else 'trained on clean beats'}), "
+                         f"seed {seed}, mixes cells of {len(weights)} trained models: {cells}; rerun the run's command "
+                         "to recompute the cells whose weights differ from the cached checkpoint")
+
+
+def attacks_of(rs: Sequence[Result]) -> list[str]:
     return list(dict.fromkeys(r.attack for r in rs if r.attack))
 
 
@@ -75,13 +87,15 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
     beats), each attack x mode (mean over seeds, at the column's eps), the older worst-case columns; ranked
     by the white-box worst case at eps 0.01, models flagged as not converged last."""
     rs = results(cells)
-    attacks = _attacks(rs)
+    attacks = attacks_of(rs)
     rows = []
-    for (dataset, model), seeds in _groups(rs).items():
+    for (dataset, model, training), seeds in row_groups(rs).items():
+        for seed, part in seeds.items():
+            one_model((dataset, model, training), seed, part)
         flat = [r for part in seeds.values() for r in part]
         clean = [r for r in flat if r.mode == "clean"]
         n_classes = len(classes_of(cells, dataset))
-        row: dict[str, Any] = {"dataset": dataset, "model": model,
+        row: dict[str, Any] = {"dataset": dataset, "model": model, "training": "paper defence" if training == "defence" else "clean",
                                "params": next((r.record["train"].get("n_params") for r in sorted(flat, key=lambda r: r.mode != "clean")
                                           if r.record.get("train")), None),
                                "seeds": ",".join(str(s) for s in seeds), "val_balanced_accuracy": np.nan}
@@ -103,8 +117,8 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
                 picked = [p for p in picked if p is not None]
                 if picked:
                     row[f"{a} {mode}"] = float(np.mean([p.record.get("system_accuracy", p.accuracy) for p in picked]))
-        for col, mode, eps in (("worst static", "static", np.inf), ("worst adaptive", "adaptive", np.inf),
-                               ("worst adaptive eps<=0.01", "adaptive", COMMON_EPS), ("worst adaptive-detect", "adaptive-detect", np.inf)):
+        for col, mode, eps in (("worst adaptive", "adaptive", np.inf), ("worst adaptive eps<=0.01", "adaptive", COMMON_EPS),
+                               ("worst adaptive-detect", "adaptive-detect", np.inf)):
             worst = [worst_case([r for r in part if r.mode == mode], eps) for part in seeds.values()]
             worst = [w.accuracy for w in worst if w is not None]
             if worst or col != "worst adaptive-detect":
@@ -133,6 +147,11 @@ def _fmt(row: pd.Series, col: str, interval: bool = True) -> str:
     return text
 
 
+def row_name(r: pd.Series) -> str:
+    """A board row as a reader sees it: the model, or the model with the paper's defence."""
+    return f"{r['model']} + paper defence" if r.get("training") == "paper defence" else str(r["model"])
+
+
 def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The compact table for one dataset: at most ten columns, strings as shown to a reader."""
     part = board[board["dataset"] == dataset]
@@ -140,7 +159,7 @@ def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
     for _, r in part.iterrows():
         rank += bool(r["converged"])
         row = {"rank": str(rank) if r["converged"] else "—",
-               "model": r["model"] if r["converged"] else f"{r['model']} (not converged)",
+               "model": row_name(r) if r["converged"] else f"{row_name(r)} (not converged)",
                "params": f"{int(r['params']):,}" if not pd.isna(r.get("params")) else "—",
                "clean": _fmt(r, "clean")}
         for col, (_, _, label) in MEASURES.items():
@@ -153,132 +172,37 @@ def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 
 def mode_table(board: pd.DataFrame, cells: list[dict], dataset: str, mode: str) -> pd.DataFrame:
-    """One mode: models as rows (headline order), attacks as columns (mean over seeds, %), then the worst case."""
-    rs = [r for r in results(cells) if r.dataset == dataset and r.mode == mode]
+    """An adaptive mode: rows as in the headline (one trained model each), attacks as columns (mean over seeds, %),
+    then the row's worst case. (The static mode is the paper's protocol: `layouts.protocol_table`.)"""
+    if mode == "static":
+        return pd.DataFrame()
+    rs = [r for r in results(cells) if r.dataset == dataset and r.mode == mode and r.in_row]
     part = board[board["dataset"] == dataset]
     cols = []
     if mode == "adaptive-detect":  # only models that have a detector
         part = part[part[[c for c in part.columns if c.endswith(" adaptive-detect")]].notna().any(axis=1)]
-    for a in _attacks(rs):
+    for a in attacks_of(rs):
         if f"{a} {mode}" in part and part[f"{a} {mode}"].notna().any():
-            picked = pick(rs, a, mode)
-            eps = picked.eps if picked is not None else None
-            label = a if eps is None or abs(eps - COMMON_EPS) < 1e-12 else f"{a} (eps {eps:g})"
-            if picked is not None and picked.index is not None:  # a costly attack run on a stratified subset
-                label += f" [{len(picked.index)} beats]"
-            cols.append((f"{a} {mode}", label))
+            cols.append((f"{a} {mode}", column_label(rs, a, mode)))
     if not cols:
         return pd.DataFrame()
-    worst = {"static": f"worst static {E}", "adaptive": f"worst white-box {E}", "adaptive-detect": f"worst with detector {E}"}[mode]
+    worst = {"adaptive": f"worst white-box {E}", "adaptive-detect": f"worst with detector {E}"}[mode]
     rows = []
     for _, r in part.iterrows():
-        row = {"model": r["model"] if r["converged"] else f"{r['model']} (not converged)", "clean": _fmt(r, "clean", interval=False)}
+        row = {"model": row_name(r) if r["converged"] else f"{row_name(r)} (not converged)", "clean": _fmt(r, "clean", interval=False)}
         row.update({label: "—" if pd.isna(r.get(col)) else f"{r[col] * 100:.1f}" for col, label in cols})
         row[f"worst ({E})"] = _fmt(r, worst, interval=False)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _by_eps(rs: Sequence[Result], mode: str) -> list[Result]:
-    """Per model, seed and attack, the one cell a per-class table shows (see `_pick`)."""
-    out = []
-    for seeds in _groups(rs).values():
-        for mine in seeds.values():
-            out += [r for r in mine if r.mode == "clean"]
-            out += [p for a in _attacks(mine) if (p := pick(mine, a, mode)) is not None]
-    return out
-
-
-def table1(cells: list[dict], dataset: str, mode: str = "static") -> pd.DataFrame:
-    """Paper Table 1 layout: per attack and model, accuracy and each class's sensitivity and specificity
-    (mean over seeds; each attack at the column eps of `_pick`)."""
-    rs = _by_eps([r for r in results(cells) if r.dataset == dataset and r.mode in ("clean", mode)], mode)
-    rows = []
-    for r in rs:
-        m = r.record["metrics"]
-        row = {"attack": r.attack or "No Attack", "model": r.model, "beats": len(r.correct), "accuracy": m["accuracy"]}
-        row.update({k: v for k, v in m.items() if k.startswith(("sensitivity_", "specificity_"))})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    classes = classes_of(cells, dataset)
-    df = df[["attack", "model", "beats", "accuracy"] + [f"{m}_{c}" for c in classes for m in ("sensitivity", "specificity")]]
-    df = df.groupby(["attack", "model"], sort=False, as_index=False).mean()
-    df["beats"] = df["beats"].round().astype(int)  # test beats each number is over (a subset for costly attacks)
-    attack_order = ["No Attack"] + _attacks(results(cells))
-    df["_a"] = df["attack"].map(attack_order.index)
-    return df.sort_values(["_a", "accuracy"], ascending=[True, False]).drop(columns="_a").reset_index(drop=True)
-
-
-def table2(cells: list[dict], dataset: str, positive: str, mode: str = "static") -> pd.DataFrame:
-    """Paper Table 2 layout: accuracy, sensitivity and specificity (of `positive`, e.g. MI) per model and attack."""
-    t1 = table1(cells, dataset, mode)
-    if t1.empty:
-        return t1
-    long = t1.rename(columns={"accuracy": "Accuracy", f"sensitivity_{positive}": "Sensitivity", f"specificity_{positive}": "Specificity"})
-    long = long.melt(id_vars=["attack", "model"], value_vars=["Accuracy", "Sensitivity", "Specificity"], var_name="metric")
-    wide = long.pivot_table(index=["metric", "model"], columns="attack", values="value", sort=False)
-    cols = [a for a in ["No Attack"] + _attacks(results(cells)) if a in wide.columns]
-    return wide[cols].reset_index()
-
-
-def _labels(rs: Sequence[Result]) -> dict[int, int]:
-    """Test-beat index -> class, from cells that store the labels of the beats they scored (`record["y"]`:
-    a string of class digits or a list, aligned with `correct`)."""
-    out: dict[int, int] = {}
-    for r in rs:
-        y = r.record.get("y")
-        if y is not None and len(y) == len(r.correct):
-            out.update(zip(r.beats.tolist(), [int(c) for c in y]))
-    return out
-
-
-def per_class_worst(cells: list[dict], dataset: str) -> tuple[pd.DataFrame, str]:
-    """Per model and class, robust accuracy under the adaptive (white-box) worst case at eps 0.01.
-
-    Exact where cells store the labels of the beats they scored (`record["y"]`): the worst case's robust
-    beats of each class. Older cells store only per-class sensitivities, so there it is each class's sensitivity
-    under the strongest single attack: an upper bound on the per-class worst case. Returns the table
-    (fractions) and a sentence saying which.
-    """
-    rs = [r for r in results(cells) if r.dataset == dataset]
-    classes = classes_of(cells, dataset)
-    rows, exact = [], True
-    for (_, model), seeds in _groups(rs).items():
-        per_seed = []
-        for part in seeds.values():
-            adaptive = [r for r in part if r.mode == "adaptive"]
-            w = worst_case(adaptive, COMMON_EPS)
-            if w is None:
-                continue
-            labels = _labels(part)
-            if all(int(b) in labels for b in w.beats):
-                y = np.array([labels[int(b)] for b in w.beats])
-                per_seed.append([float(w.correct[y == i].mean()) if (y == i).any() else np.nan for i in range(len(classes))])
-            else:
-                exact = False
-                admissible = [r for r in adaptive if r.eps is not None and r.eps <= COMMON_EPS + 1e-9]
-                per_seed.append([min(r.record["metrics"].get(f"sensitivity_{c}", np.nan) for r in admissible) for c in classes])
-        if per_seed:
-            with warnings.catch_warnings():  # a class absent from every seed's beats stays NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(np.array(per_seed, dtype=float), axis=0)
-            rows.append({"model": model, **dict(zip(classes, mean))})
-    note = ("Exact: the beats of each class that survive every adaptive attack at eps 0.01." if exact else
-            "Each class's sensitivity under the strongest single adaptive attack at eps 0.01 (these cells do not store "
-            "test labels, so this is an upper bound on the per-class worst case).")
-    return pd.DataFrame(rows), note
-
-
-def table3(cells: list[dict]) -> pd.DataFrame:
-    """Paper Table 3: similarity of the generator's output to the clean beat, per attack and dataset."""
-    rows = []
-    for c in cells:
-        if c.get("status") == "ok" and "similarity" in c and c["cell"]["mode"] in ("clean", "static"):
-            rows.append({"dataset": c["cell"]["dataset"], "model": c["cell"]["model"],
-                         "attack": c["cell"]["attack"] or "No Attack", **c["similarity"]})
-    return pd.DataFrame(rows)
+def column_label(rs: Sequence[Result], attack: str, mode: str) -> str:
+    picked = pick(rs, attack, mode)
+    eps = picked.eps if picked is not None else None
+    label = attack if eps is None or abs(eps - COMMON_EPS) < 1e-12 else f"{attack} (eps {eps:g})"
+    if picked is not None and picked.index is not None:  # a costly attack run on a stratified subset
+        label += f" [{len(picked.index)} beats]"
+    return label
 
 
 def attack_details(cells: list[dict], cell_metrics: Callable[[dict], dict] | None = None) -> pd.DataFrame:
@@ -313,13 +237,17 @@ def pct(df: pd.DataFrame) -> pd.DataFrame:
 
 
 HEADLINE_NOTE = (
-    "Robust accuracy (%) at L-inf eps 0.01 on the [0, 1] beat scale (paper 2.3). **white-box worst**: a beat counts "
-    "only if it survives every adaptive attack (AutoAttack's rule); the ranking. **black-box worst**: decision- and "
-    "score-based attacks only, what an attacker without the weights achieves. **static worst**: the paper's "
-    "protocol (3.1), attacks made once against the source model. **with detector**: the model and its attack "
-    "detector attacked as one; a beat counts if classified correctly or flagged. Brackets: 95 % bootstrap interval "
-    "over test beats; `±`: standard deviation over seeds where the run has several. A model whose validation "
-    "balanced accuracy closes less than a third of the gap from chance (1/K) to 1 is marked not converged and not ranked."
+    "Each row is one trained model: a model trained on clean beats, or (runs with the static mode) the paper's defence, "
+    "the model trained on clean beats plus every attack's static set (3.1, E'x = Ex + Exadv); its clean accuracy and "
+    "every number beside it are measured on that model. Robust accuracy (%) at L-inf eps 0.01 on the [0, 1] beat "
+    "scale (paper 2.3). **white-box worst**: a beat counts only if it survives every adaptive attack (AutoAttack's "
+    "rule); the ranking. **black-box worst**: decision- and score-based attacks only, what an attacker without the "
+    "weights achieves. **with detector**: the model and its attack detector attacked as one; a beat counts if "
+    "classified correctly or flagged. The paper's own protocol (per attack, a model trained on that attack's static "
+    "set, tested on its static test set) is the static table below, with no worst case across its models. Brackets: "
+    "95 % bootstrap interval over test beats; `±`: standard deviation over seeds where the run has several. A model "
+    "whose validation balanced accuracy closes less than a third of the gap from chance (1/K) to 1 is marked not "
+    "converged and not ranked."
 )
 
 

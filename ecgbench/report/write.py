@@ -15,9 +15,10 @@ from ecgbench.contracts import hooks
 from ecgbench.report.figures import save, write_figures
 from ecgbench.report.html import write_html
 from ecgbench.report.curves import curve_tables
-from ecgbench.report.results import classes_of, load_cells
+from ecgbench.report.results import classes_of, load_cells, static_source
+from ecgbench.report.layouts import per_class_worst, protocol_table, table1, table2, table3
 from ecgbench.report.tables import (AUC_NOTE, HEADLINE_NOTE, MODES, attack_details, auc_table, headline, leaderboard, mode_table,
-                                    pct, per_class_worst, table1, table2, table3)
+                                    pct)
 from ecgbench.store.io import atomic_write, read_json, write_json
 
 __all__ = ["write_report", "leaderboard_markdown", "provenance", "markdown"]
@@ -46,9 +47,12 @@ def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sect
         for note in board[(board["dataset"] == d) & (board["notes"] != "")][["model", "notes"]].itertuples(index=False):
             lines += [f"- {note.model}: {note.notes}"]
         for mode in MODES:
-            t = mode_table(board, cells, d, mode)
+            t = protocol_table(cells, d) if mode == "static" else mode_table(board, cells, d, mode)
             if not t.empty:
-                lines += ["", f"### {d}, {mode} attacks: accuracy (%) per attack", "", markdown(t, percent=False)]
+                title = (f"### {d}, static attacks, the paper's protocol (3.1): per attack, the model trained with that "
+                         "attack's static set, on its static test set (%)") if mode == "static" else \
+                    f"### {d}, {mode} attacks: accuracy (%) per attack"
+                lines += ["", title, "", markdown(t, percent=False)]
         auc = auc_table(cells, d)
         if not auc.empty:
             lines += ["", f"### {d}: area under the robust accuracy vs eps curve (%)", "", AUC_NOTE, "", markdown(auc)]
@@ -110,7 +114,11 @@ def provenance(run: dict) -> str:
     seeds = run.get("seeds") or [run.get("profile", {}).get("seed", 0)]
     return (f"Command: `{run.get('command', '?')}`  \nMachine: {where}, {m.get('platform')}, torch {m.get('torch')}  \n"
             f"Wall time: {wall / 60:.1f} min over {len(inv)} invocation(s); profile `{run.get('profile', {}).get('name')}`, "
-            f"split `{run.get('split')}`, seeds {', '.join(str(s) for s in seeds)}, static attacks made against `{run.get('source')}`\n")
+            f"split `{run.get('split')}`, seeds {', '.join(str(s) for s in seeds)}"
+            + (f", static attacks made against `{run['source']}`" if static_source(run) else "")
+            + (" (trained on clean beats for that purpose; not a row)" if static_source(run) and run["source"] not in run.get("models", [run["source"]]) else "")
+            + "\n")
+
 
 
 

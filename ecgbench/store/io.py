@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "cache_key", "atomic_write", "write_json", "read_json", "save_arrays", "load_arrays",
-    "Damaged", "save_entry", "load_entry", "written", "discard", "read_cell", "verified", "warn_damaged",
+    "Damaged", "save_entry", "load_entry", "written", "discard", "read_cell", "meta_path", "verified", "warn_damaged",
 ]
 
 
@@ -49,16 +49,25 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write through a temporary file in the same folder, fsync it, rename, fsync the folder.
 
     Readers never see half a file, and after a power cut the final name holds the old file or the
-    whole new one, never an empty one.
+    whole new one, never an empty one. The file gets the user's umask, as `open()` would give it, so a
+    results folder or a group's shared cache stays readable to those it is shared with.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -93,30 +102,31 @@ def read_cell(path: Path) -> dict:
 
 
 # -- verified cache entries -----------------------------------------------------------------------
-def _meta(path: Path) -> Path:
+def meta_path(path: Path) -> Path:
+    """An entry's checksum file, written last: `<name>.meta.json` beside it."""
     return path.with_name(path.name + ".meta.json")
 
 
 def written(path: Path) -> bool:
     """Whether an entry's payload and its meta (written last) are both on disk; not verified (`load_entry` does that)."""
-    return path.exists() and _meta(path).exists()
+    return path.exists() and meta_path(path).exists()
 
 
 def save_entry(path: Path, payload: bytes, **meta: Any) -> Path:
     """Write `payload` atomically, then its meta (SHA-256, size, `meta`): the meta marks the entry complete."""
     atomic_write(path, lambda fh: fh.write(payload))
-    write_json(_meta(path), {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), **meta})
+    write_json(meta_path(path), {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), **meta})
     return path
 
 
 def load_entry(path: Path) -> tuple[bytes, dict] | None:
     """The payload and meta of a complete entry, None if there is none; `Damaged` if it fails its check."""
-    path, meta_path = Path(path), _meta(Path(path))
-    if not meta_path.exists():
+    path, meta_file = Path(path), meta_path(Path(path))
+    if not meta_file.exists():
         if path.exists():
             raise Damaged(path, "no checksum file (an interrupted or foreign write)")
         return None
-    meta = read_json(meta_path)
+    meta = read_json(meta_file)
     try:
         payload = path.read_bytes()
     except FileNotFoundError as exc:
@@ -128,7 +138,7 @@ def load_entry(path: Path) -> tuple[bytes, dict] | None:
 
 def discard(path: Path) -> None:
     """Delete an entry and its meta (a damaged one, before recomputing it)."""
-    for p in (Path(path), _meta(Path(path))):
+    for p in (Path(path), meta_path(Path(path))):
         p.unlink(missing_ok=True)
 
 

@@ -3,7 +3,7 @@ where a results folder keeps its cells; and the typed reads of what lies there.
 
 Cache (`--cache-dir`, else ECGBENCH_CACHE, else ~/.cache/ecgbench):
 `beats/<dataset>-<key>.npz`, `checkpoints/<model>-<key>.pt`, `attacked/<attack>-<key>.npz`, each with
-its `.meta.json` checksum. Results folder: `run.json`, `cells/<dataset>/<model>/<attack>.<mode>[.eps<e>][.seed<n>].json`,
+its `.meta.json` checksum. Results folder: `run.json`, `cells/<dataset>/<model>/<attack>.<mode>[.defence][.eps<e>][.seed<n>].json`,
 and the report's tables and figures.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ecgbench.store.io import Damaged, load_entry, read_cell, save_entry, warn_damaged, written
+from ecgbench.store.io import Damaged, load_entry, meta_path, read_cell, read_json, save_entry, warn_damaged
 
 __all__ = ["cache_dir", "beats_path", "checkpoint_path", "attacked_path", "cell_path", "read_checkpoint", "save_checkpoint",
-           "entry_written", "cell_answers", "is_done", "read_done"]
+           "weights_digest", "cell_answers", "is_done", "read_done"]
 
 
 def cache_dir(explicit: str | Path | None = None) -> Path:
@@ -40,24 +40,27 @@ def attacked_path(cache: Path, attack: str, key: str) -> Path:
     return cache / "attacked" / f"{attack}-{key}.npz"
 
 
-def cell_path(out: Path, dataset: str, model: str, attack: str | None, mode: str, eps: float | None, seed: int) -> Path:
-    """`cells/<dataset>/<model>/<attack>.<mode>[.eps<e>][.seed<n>].json`; seed 0 at the default eps keeps the short name."""
+def cell_path(out: Path, dataset: str, model: str, attack: str | None, mode: str, eps: float | None, seed: int,
+              training: str = "clean") -> Path:
+    """`cells/<dataset>/<model>/<attack>.<mode>[.defence][.eps<e>][.seed<n>].json`; the clean-trained row at seed 0
+    and the default eps keeps the short name."""
     name = (attack or "none").replace(":", "+")
-    extra = (f".eps{eps:g}" if eps is not None else "") + (f".seed{seed}" if seed else "")
+    extra = (".defence" if training == "defence" else "") + (f".eps{eps:g}" if eps is not None else "") + (f".seed{seed}" if seed else "")
     return Path(out) / "cells" / dataset / model / f"{name}.{mode}{extra}.json"
 
 
-def save_checkpoint(path: Path, state: dict, info: dict) -> Path:
-    """A state_dict and its training record, as one verified entry."""
+def save_checkpoint(path: Path, state: dict, info: dict) -> str:
+    """A state_dict and its training record, as one verified entry; returns the weights' digest (`weights_digest`)."""
     import torch
 
     buf = io.BytesIO()
     torch.save(state, buf)
-    return save_entry(path, buf.getvalue(), info=info)
+    save_entry(path, buf.getvalue(), info=info)
+    return weights_digest(path) or ""
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict] | None:
-    """A verified checkpoint entry as (state_dict, info), None if absent; loaded with `weights_only=True`."""
+def read_checkpoint(path: Path) -> tuple[dict, dict, str] | None:
+    """A verified checkpoint entry as (state_dict, info, weights digest), None if absent; loaded with `weights_only=True`."""
     import torch
 
     found = load_entry(path)
@@ -67,12 +70,16 @@ def read_checkpoint(path: Path) -> tuple[dict, dict] | None:
         state = torch.load(io.BytesIO(found[0]), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a checkpoint that passed its checksum but does not load
         raise Damaged(path, f"not a loadable state_dict ({type(exc).__name__})") from exc
-    return state, found[1]["info"]
+    return state, found[1]["info"], found[1]["sha256"][:16]
 
 
-def entry_written(path: Path) -> bool:
-    """Whether a cache entry is on disk (present; it is verified when loaded)."""
-    return written(path)
+def weights_digest(path: Path) -> str | None:
+    """What a checkpoint is, not how it was asked for: the first 16 hex digits of its payload's SHA-256, from its
+    checksum file (None if there is none). Two trainings of one recipe on two machines share a key, not a digest."""
+    try:
+        return str(read_json(meta_path(path))["sha256"])[:16]
+    except (FileNotFoundError, KeyError, TypeError, Damaged):
+        return None
 
 
 def cell_answers(record: dict, key: str, retry_failed: bool) -> bool:
