@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from ecgbench.baselines.shaker import Shaker
-from ecgbench.keys import Keys
-from ecgbench.plan import RunConfig
-from ecgbench.data import smote
-from ecgbench.profiles import get_profile
-from ecgbench.store import write_json
-from ecgbench.train import fit, predict
+from ecgbench.config.profiles import get_profile
+from ecgbench.config.run import RunConfig
+from ecgbench.contracts.registry import registry
+from ecgbench.data.beats import smote
+from ecgbench.data.catalog import Catalog
+from ecgbench.engine.train import fit, predict
+from ecgbench.store.io import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,11 +57,11 @@ def main() -> None:
     profile = get_profile("quick")
     ShakerSmote.smote_target = profile.smote_target
     cfg = RunConfig(["mitbih"], ["shaker"], [], profile, HERE / "out", Path(os.environ["ECGBENCH_DATA"]), Path(args.cache_dir))
-    keys = Keys(cfg)
+    catalog = Catalog(registry, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
     rows = []
     start = time.time()
     for seed in seeds:
-        ctx, p = keys.data("mitbih", seed), keys.profile(seed)
+        ctx, p = catalog.data("mitbih", seed), profile.with_seed(seed)
         s, k = ctx.splits, len(ctx.dataset.classes)
         for name, cls in VARIANTS.items():
             torch.manual_seed(p.seed)
