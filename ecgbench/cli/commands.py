@@ -24,7 +24,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         wb = (e["robust_accuracy"]["white_box"] or {}).get("mean")
-        print(f"{e['dataset']} {e['model']}: clean {e['clean_accuracy']['mean'] * 100:.1f}%, white-box worst "
+        row = e["model"] + (" + paper defence" if e.get("training") == "paper defence" else "")
+        print(f"{e['dataset']} {row}: clean {e['clean_accuracy']['mean'] * 100:.1f}%, white-box worst "
               f"{'—' if wb is None else f'{wb * 100:.1f}%'} at eps {e['threat_model']['eps']:g}")
     return 0
 
