@@ -140,7 +140,7 @@ def test_a_contract_violation_names_the_distribution_too(broken_run):
 # -- ecgbench check ---------------------------------------------------------------------------------
 def test_check_prints_a_line_per_passed_check(importable_broken_plugins, data_dir: Path):
     lines = list(check_plugin("model", "kachuee", data_dir, broken_registry()))
-    assert lines[0].startswith("model 'kachuee' from ecgbench ")
+    assert lines[0].startswith("model 'kachuee' from ecgbench-atk ")
     assert len(lines) == 6 and all("\n" not in line for line in lines)
 
 

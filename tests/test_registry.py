@@ -19,7 +19,7 @@ def _run(code: str, **env: str) -> str:
 def test_builtins_are_registered_through_entry_points():
     entries = {(e.kind, e.name): e for e in registry.entries}
     for kind, name in [("datasets", "mitbih"), ("models", "kachuee"), ("attacks", "fgsm"), ("attacks", "pgd")]:
-        assert entries[(kind, name)].dist == "ecgbench"
+        assert entries[(kind, name)].dist == "ecgbench-atk"
 
 
 def test_listing_names_imports_no_plugin_and_no_torch():
@@ -67,4 +67,4 @@ def test_environment_variable_limits_the_distributions_that_load():
     code = "import json; from ecgbench.contracts.registry import registry; print(json.dumps(registry.names('models')))"
     assert "kachuee" in json.loads(_run(code))
     assert json.loads(_run(code, ECGBENCH_PLUGINS="some-other-dist")) == []
-    assert "kachuee" in json.loads(_run(code, ECGBENCH_PLUGINS="ecgbench"))
+    assert "kachuee" in json.loads(_run(code, ECGBENCH_PLUGINS="ecgbench-atk"))
