@@ -16,6 +16,10 @@ from ecgbench import __version__
 from ecgbench.config.run import DATA_ENV, data_dir
 from ecgbench.contracts.registry import KINDS, registry
 
+INCOMPLETE = 3  # exit code: the run stopped at --time-limit with work left (0 done, 1 cells failed, 2 error)
+EXIT_CODES = ("exit codes: 0 every cell done; 1 some cells failed (their files say why); 2 an error before or during the "
+              "run (one line); 3 stopped by --time-limit with work left (rerun to continue); 130 interrupted; 143 SIGTERM")
+
 if TYPE_CHECKING:
     from ecgbench.config.run import RunConfig
 
@@ -51,7 +55,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     from ecgbench.config.run import run_config as resolve
 
     return resolve(run_options(args), args.config, command="ecgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                   force=args.force, retry_failed=args.retry_failed, progress=not args.no_progress, verbose=args.verbose)
+                   force=args.force, retry_failed=args.retry_failed, progress=not args.no_progress, verbose=args.verbose,
+                   time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -69,8 +74,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ecgbench.execute.runner import Runner
 
     manifest = Runner(cfg).run(wait=args.wait)
-    write_report(out)
-    print(f"tables and figures written to {out}/: open {out}/leaderboard.html in a browser (also leaderboard.md, .csv, .json)")
+    inv = manifest["invocations"][-1]
+    stopped = inv.get("stopped") == "time limit"
+    if not stopped or any((out / "cells").rglob("*.json")):  # a slice that finished no cell yet has no table to write
+        write_report(out)
+        print(f"tables and figures written to {out}/: open {out}/leaderboard.html in a browser (also leaderboard.md, .csv, .json)")
+    if stopped:
+        print(f"ecgbench: time limit reached: {inv['cells_computed']} cell(s) computed, {inv['cells_left']} left, "
+              f"running work saved; rerun the same command to continue (exit {INCOMPLETE})", file=sys.stderr)
+        return INCOMPLETE
     if manifest["failures"]:
         print(f"{len(manifest['failures'])} cell(s) failed; first: {manifest['failures'][0]}", file=sys.stderr)
         return 1
@@ -128,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="train and attack every model x attack, write cells and tables")
+    r = sub.add_parser("run", help="train and attack every model x attack, write cells and tables", epilog=EXIT_CODES)
     r.add_argument("--config", default=None, help="a run.toml: any option below; the command line overrides it")
     r.add_argument("--dataset", "--datasets", default=None, help="dataset name(s), globs or 'all' (default mitbih)")
     r.add_argument("--models", default=None, help="model names, globs ('kach*') or 'all' (default)")
@@ -149,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per task (default: torch's choice; cores/jobs with jobs)")
     r.add_argument("--ray-address", default=None, help="auto | host:port of a running Ray cluster (default: start a local one)")
     r.add_argument("--tasks-per-gpu", type=int, default=None, help="Ray tasks sharing one GPU (each asks for 1/K of it)")
+    r.add_argument("--time-limit", default=None, metavar="DURATION",
+                   help="end by itself within this time (90s, 8m, 2h, 1h30m), saving running work; exit 3 if work is left")
+    r.add_argument("--checkpoint-every", default=None, metavar="DURATION",
+                   help="a running training or attack saves its state at least this often (default 5m; 0: every epoch)")
     r.add_argument("--dry-run", action="store_true", help="print the task graph and an estimated wall time; compute nothing")
     r.add_argument("--no-calibrate", action="store_true", help="with --dry-run: counts only, no timing of steps and attacks")
     r.add_argument("--wait", action="store_true", help="if another run holds the results folder, wait for it instead of stopping")

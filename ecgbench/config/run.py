@@ -25,7 +25,9 @@ checked when the file is read; an error is one line naming the file, the key and
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
 __all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV"]
+           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
@@ -252,6 +254,9 @@ class RunConfig:
     retry_failed: bool = False
     progress: bool = True
     verbose: bool = False
+    time_limit: float | None = None  # seconds (`--time-limit`), recorded in run.json
+    deadline: float | None = None  # time.time() by which tasks stop (from `--time-limit`); None: no limit
+    checkpoint_seconds: float = 300.0  # a running training saves its state at least this often (and every 5 epochs)
     # provenance
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # the resolved configuration, for run.json
@@ -262,6 +267,34 @@ class RunConfig:
 
     def seed_list(self) -> tuple[int, ...]:
         return self.seeds or (self.profile.seed,)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(option: str, value: str | float | int) -> float:
+    """Seconds in a duration such as `90s`, `8m`, `2h`, `1h30m` or a plain number of seconds; a bad one is one line."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = DURATION.findall(text)
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif parts and "".join(n + u for n, u in parts) == text:
+            seconds = sum(float(n) * UNITS[u] for n, u in parts)
+        else:
+            raise ValueError(f"{option} {value!r}: not a duration; write e.g. 90s, 8m, 2h or 1h30m")
+    if seconds < 0:
+        raise ValueError(f"{option} {value!r}: must not be negative")
+    return seconds
+
+
+def deadline_for(limit: float, now: float | None = None) -> float:
+    """The moment tasks must stop for a run limited to `limit` seconds from `now`: a tenth of it, at most a minute,
+    is kept back for what ends a run (run.json, the report's tables and figures)."""
+    return (time.time() if now is None else now) + limit - min(60.0, 0.1 * limit)
 
 
 def data_dir(value: str | Path | None) -> Path:
@@ -287,13 +320,20 @@ def check_executor(cfg: RunConfig) -> None:
 
 
 def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, command: str = "", force: bool = False,
-               retry_failed: bool = False, progress: bool = True, verbose: bool = False) -> RunConfig:
+               retry_failed: bool = False, progress: bool = True, verbose: bool = False, time_limit: str | float | None = None,
+               checkpoint_every: str | float | None = None) -> RunConfig:
     """The checked run configuration: defaults < profile < `config_file` < `given` (the command line's options).
 
     `given` uses the file's key names (`datasets`, `data_dir`, `jobs`, ...); None means "not given".
     Plugin names and globs are expanded through the registry, and every attack spec is built once, so a
     mistyped name, back-end, variant or parameter is one line before any training.
+
+    `time_limit` (`--time-limit`, e.g. "2h"): the run stops itself in time, counted from now
+    (`deadline_for`). `checkpoint_every` (`--checkpoint-every`, default 5m): how often a running
+    training or attack saves its state at the least (a training also every 5 epochs; 0: every epoch).
     """
+    limit = None if time_limit is None else parse_duration("--time-limit", time_limit)
+    every = 300.0 if checkpoint_every is None else parse_duration("--checkpoint-every", checkpoint_every)
     from ecgbench.config.attacks import build_attack
     from ecgbench.contracts.registry import RegistryError, registry
     from ecgbench.store.layout import cache_dir
@@ -318,7 +358,8 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
                     seeds=tuple(o.get("seeds") or ()), eps=tuple(o.get("eps") or ()), device=o["device"],
                     executor=o["executor"], jobs=o["jobs"], threads=o["threads"], ray_address=o.get("ray_address"),
                     tasks_per_gpu=o["tasks_per_gpu"], force=force, retry_failed=retry_failed, progress=progress,
-                    verbose=verbose, command=command,
+                    verbose=verbose, command=command, time_limit=limit,
+                    deadline=None if limit is None else deadline_for(limit), checkpoint_seconds=every,
                     extra={"options": o, "config_file": str(config_file) if config_file else None, "config": file_cfg})
     check_executor(cfg)
     return cfg

@@ -1,6 +1,7 @@
 """Attacking beats in batches, with the harness's checks on every batch (`contracts.checks.check_adversarial`)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from ecgbench import log
 from ecgbench.contracts.base import Attack
 from ecgbench.contracts.checks import TOL, check_adversarial
+from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
 from ecgbench.engine.train import predict
 
 __all__ = ["generate", "bounded", "batched"]
@@ -20,23 +22,43 @@ def bounded(attack: Attack) -> bool:
 
 
 def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndarray, value_range: tuple[float, float], *,
-             seed: int, batch: int, device: torch.device, desc: str = "attack") -> tuple[np.ndarray, dict]:
+             seed: int, batch: int, device: torch.device, desc: str = "attack",
+             checkpoints: Checkpoints | None = None) -> tuple[np.ndarray, dict]:
     """Adversarial beats [n, window] for beats `x` [n, 1, window]; a minimisation attack's results beyond eps are replaced by the clean beat.
 
     The stats hold, for a minimisation attack, each beat's L-inf when its raw result fools the
     model (None where it does not), so a report can judge it at any eps from this one run.
+
+    `checkpoints`: save the batches done (and the random generators after them) every
+    `checkpoints.seconds`, and before the next batch would pass its deadline (then `OutOfTime`); a
+    saved state is continued, so a stopped attack ends with the beats an unstopped one makes.
     """
     model.eval()
     np.random.seed(seed)  # ART draws random starts from numpy's global generator
     torch.manual_seed(seed)
     outs, linfs = [], []
-    for i in log.bar(range(0, len(x), batch), desc=desc):
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        outs, linfs = [saved["adv"]], [saved["linf"]]
+        set_rng_state(saved["rng"])
+    done = sum(len(o) for o in outs)
+    last_save, seconds = time.perf_counter(), 0.0
+    for i in log.bar(range(done, len(x), batch), desc=desc):
+        if checkpoints is not None and i > done:
+            out_of_time = checkpoints.deadline is not None and not checkpoints.deadline.allows(2 * seconds + 1.0)
+            if out_of_time or time.perf_counter() - last_save >= checkpoints.seconds:
+                checkpoints.save({"adv": torch.cat(outs), "linf": torch.cat(linfs), "rng": rng_state()})
+                last_save = time.perf_counter()
+                if out_of_time:
+                    raise OutOfTime(f"{desc}: stopped after {i} of {len(x)} beats: time limit")
+        t0 = time.perf_counter()
         xb = x[i:i + batch].to(device)
         yb = torch.as_tensor(y[i:i + batch], device=device)
         adv = attack(model, xb, yb, value_range)
         linf = check_adversarial(adv, xb, attack.label, attack.eps, bounded(attack), value_range)
         outs.append(adv.detach().float().cpu())
         linfs.append(linf.cpu())
+        seconds = time.perf_counter() - t0
     x_adv, linf = torch.cat(outs), torch.cat(linfs)
     within = linf <= attack.eps + TOL
     stats: dict[str, Any] = {"within_budget": float(within.float().mean()), "linf_median_found": float(linf.median())}

@@ -14,7 +14,6 @@ losses averaged in float64, so checkpoints are bit-identical to the plain loop's
 """
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
+from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.contracts.base import Beats, PluginError
 
 __all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy",
@@ -117,7 +117,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
         attacked: Beats | None = None, attacked_source: np.ndarray | None = None, epochs: int, batch_size: int,
         smote_target: int, device: torch.device, seed: int, progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, patience: int | None = None,
-        cuda_graphs: bool | None = None, accelerated: bool = True) -> FitResult:
+        cuda_graphs: bool | None = None, accelerated: bool = True, checkpoints: Checkpoints | None = None) -> FitResult:
     """Train one model per fold and keep the checkpoint with the best validation score over all folds.
 
     `attacked` holds adversarial copies of the training beats at positions `attacked_source`; a copy
@@ -130,19 +130,27 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
     on CUDA only). `cuda_graphs` (default: ECGBENCH_CUDA_GRAPHS, off): on CUDA, replay each full
     batch's step as a CUDA graph (`accel.GraphedStep`; the last partial batch runs eagerly); if
     capture fails, the fold trains eagerly and the reason is warned.
+
+    `checkpoints`: save the whole training state as it goes and continue from the last one saved.
+    On the CPU a resumed training ends with the same checkpoint, bit for bit, as one never stopped:
+    the state holds the weights, optimisers, the batch order's and the global random generators,
+    the epoch and batch reached, the curves and the best so far; the training set is rebuilt from
+    its seed (SMOTE and models' own `augment` are seeded).
     """
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
     if cuda_graphs is None:
         cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", False)
     device = torch.device(device)
-    best: FitResult | None = None
-    best_fold = 0
-    curves: list[list[dict[str, Any]]] = []
-    graphed_folds: list[bool] = []
-    start = time.perf_counter()
-    epoch_seconds: list[float] = []
+    saved = checkpoints.load() if checkpoints is not None else None
+    run: dict[str, Any] = saved["run"] if saved else {"best": None, "best_fold": 0, "curves": [], "graphed_folds": [],
+                                                      "epoch_seconds": [], "seconds": 0.0}
+    deadline = checkpoints.deadline if checkpoints is not None else None
+    start = time.perf_counter() - run["seconds"]
+    last_save = [time.perf_counter(), 0]  # when, and after how many epochs of this call
     for fold, (tr, va) in enumerate(folds):
+        if saved and fold < saved["fold"]:
+            continue
         model = build(model_cls, n_classes, window, seed + fold).to(device)
         if accelerated:
             model = accelerate(model, device)
@@ -159,45 +167,123 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
         optimizers, step = training_hooks(model)
         model.train()
         graphed = _graphed(step, model, optimizers, x, y, flag, batch_size) if cuda_graphs and device.type == "cuda" else None
-        graphed_folds.append(graphed is not None)
         gen = torch.Generator(device="cpu").manual_seed(seed + fold)
-        curve: list[dict[str, Any]] = []
-        curves.append(curve)
-        fold_best, since_best = -np.inf, 0
-        bar = _progress(range(epochs), f"train {model_cls.__name__} fold {fold + 1}/{len(folds)}", progress)
+        f: dict[str, Any] = {"epoch": 0, "fold_best": -np.inf, "since_best": 0, "pos": 0, "order": None, "losses": []}
+        if saved and fold == saved["fold"]:  # continue this fold where the saved state left it
+            f = saved["fold_state"]
+            _restore(model, optimizers, gen, saved)
+        else:
+            run["curves"].append([])
+            run["graphed_folds"].append(graphed is not None)
+        curve = run["curves"][fold]
+        bar = _progress(range(f["epoch"], epochs), f"train {model_cls.__name__} fold {fold + 1}/{len(folds)}", progress)
         for epoch in bar:
             t0 = time.perf_counter()
             model.train()
-            order = torch.randperm(len(y), generator=gen).to(device)
-            loss = _epoch(step, optimizers, x, y, flag, order, batch_size, graphed)
+            if f["order"] is None:
+                f["order"] = torch.randperm(len(y), generator=gen)
+            stop = None if deadline is None or graphed is not None else _stopper(deadline)
+            f["pos"], losses = _epoch(step, optimizers, x, y, flag, f["order"].to(device), batch_size, graphed,
+                                      f["pos"], f["losses"], stop)
+            if f["pos"] < -(-len(y) // batch_size):  # stopped mid-epoch by the deadline
+                f["losses"] = [float(v) for v in losses]
+                _save(checkpoints, model, optimizers, gen, run, fold, f, start)
+                raise OutOfTime(f"stopped at fold {fold + 1} epoch {epoch + 1}, batch {f['pos']}: time limit")
+            loss = _mean_loss(losses)
+            f.update(pos=0, order=None, losses=[])
             score = balanced_accuracy(val.y, predict(model, x_val, device).argmax(1), n_classes)
-            epoch_seconds.append(time.perf_counter() - t0)
+            run["epoch_seconds"].append(time.perf_counter() - t0)
             record = {"fold": fold, "epoch": epoch + 1, "loss": loss, "val_balanced_accuracy": score}
             curve.append({k: record[k] for k in ("epoch", "loss", "val_balanced_accuracy")})
             if progress:
                 bar.set_postfix(loss=f"{loss:.4f}", val=f"{score:.3f}")
             if on_epoch:
                 on_epoch(record)
-            if best is None or score > best.info["val_balanced_accuracy"]:
-                state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-                best, best_fold = FitResult(state, {**record, "train_counts": data.counts(n_classes), "n_train": len(data)}), fold
-            fold_best, since_best = (score, 0) if score > fold_best else (fold_best, since_best + 1)
-            if patience is not None and since_best >= patience:
+            best = run["best"]
+            if best is None or score > best["info"]["val_balanced_accuracy"]:
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                run["best"] = {"state": state, "info": {**record, "train_counts": data.counts(n_classes), "n_train": len(data)}}
+                run["best_fold"] = fold
+            f["fold_best"], f["since_best"] = (score, 0) if score > f["fold_best"] else (f["fold_best"], f["since_best"] + 1)
+            f["epoch"] = epoch + 1
+            if patience is not None and f["since_best"] >= patience:
                 break
+            if checkpoints is not None and f["epoch"] < epochs:
+                last_save[1] += 1
+                out_of_time = deadline is not None and not deadline.allows(2 * run["epoch_seconds"][-1]) and graphed is not None
+                if out_of_time or last_save[1] >= checkpoints.epochs or time.perf_counter() - last_save[0] >= checkpoints.seconds:
+                    _save(checkpoints, model, optimizers, gen, run, fold, f, start)
+                    last_save[:] = [time.perf_counter(), 0]
+                    if out_of_time:
+                        raise OutOfTime(f"stopped at fold {fold + 1} after epoch {f['epoch']}: time limit")
         del graphed
+        saved = None
+    best = run["best"]
     assert best is not None, "fit needs at least one fold and one epoch"
-    best.info.update(
+    best_fold = run["best_fold"]
+    info = dict(best["info"])
+    info.update(
         seconds=time.perf_counter() - start,
-        seconds_per_epoch=float(np.mean(epoch_seconds)),
+        seconds_per_epoch=float(np.mean(run["epoch_seconds"])),
         n_params=sum(p.numel() for p in model.parameters()),
-        best_epoch=best.info["epoch"],
-        epochs_run=len(curves[best_fold]),
-        epochs_run_per_fold=[len(c) for c in curves],
+        best_epoch=info["epoch"],
+        epochs_run=len(run["curves"][best_fold]),
+        epochs_run_per_fold=[len(c) for c in run["curves"]],
         patience=patience,
-        curve=curves[best_fold],
-        cuda_graphs=graphed_folds[best_fold],
+        curve=run["curves"][best_fold],
+        cuda_graphs=run["graphed_folds"][best_fold],
     )
-    return best
+    return FitResult(best["state"], info)
+
+
+def _stopper(deadline: Deadline) -> Callable[[float], bool]:
+    """Whether to stop before the next step, given the last step's seconds: when two more would pass the deadline."""
+    return lambda step_seconds: not deadline.allows(2 * step_seconds + 1.0)
+
+
+def _save(checkpoints: Checkpoints | None, model: nn.Module, optimizers: list[torch.optim.Optimizer], gen: torch.Generator,
+          run: dict[str, Any], fold: int, f: dict[str, Any], start: float) -> None:
+    """Hand the whole training state to `checkpoints.save` (copies on the CPU)."""
+    if checkpoints is None:
+        return
+    checkpoints.save({
+        "fold": fold, "fold_state": _to_cpu(f), "generator": gen.get_state(), "rng": rng_state(),
+        "model": _to_cpu(model.state_dict()), "optimizers": [_to_cpu(o.state_dict()) for o in optimizers],
+        "run": _to_cpu({**run, "seconds": time.perf_counter() - start}),
+    })
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A copy of `obj` with every tensor detached on the CPU, numpy numbers as Python ones (what `weights_only` loads)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _restore(model: nn.Module, optimizers: list[torch.optim.Optimizer], gen: torch.Generator, saved: dict[str, Any]) -> None:
+    """Put a saved state back in place: weights and buffers, optimiser state (copied into a captured graph's
+    tensors where they exist), the batch-order generator and the global generators."""
+    model.load_state_dict(saved["model"])
+    for opt, state in zip(optimizers, saved["optimizers"], strict=True):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if not opt.state:
+            opt.load_state_dict(state)
+            continue
+        for i, p in enumerate(params):
+            for k, v in state["state"].get(i, {}).items():
+                cur = opt.state[p].get(k)
+                if torch.is_tensor(cur):
+                    cur.copy_(v)
+                else:
+                    opt.state[p][k] = v
+    gen.set_state(saved["generator"])
+    set_rng_state(saved["rng"])
 
 
 def _progress(epochs: range, desc: str, show: bool) -> Any:
@@ -220,17 +306,26 @@ def _graphed(step: Callable[..., Any], model: nn.Module, optimizers: list[torch.
 
 
 def _epoch(step: Callable[..., Any], optimizers: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
-           flag: torch.Tensor, order: torch.Tensor, batch_size: int, graphed: GraphedStep | None) -> float:
-    """One pass over the batches of `order`; the mean step loss, read from the device once."""
+           flag: torch.Tensor, order: torch.Tensor, batch_size: int, graphed: GraphedStep | None, pos: int = 0,
+           losses: list[float] | None = None, stop: Callable[[float], bool] | None = None) -> tuple[int, list]:
+    """One pass over the batches of `order` from batch `pos`: the batches reached (all of them unless `stop`,
+    asked after each step with its seconds, said stop) and the step losses (read from the device once, by `_mean_loss`)."""
     batches = order.split(batch_size)
+    out: list = list(losses or [])
     if graphed is None:
-        return _mean_loss([step(x[b], y[b], flag[b], optimizers) for b in batches])
+        for i in range(pos, len(batches)):
+            t0 = time.perf_counter()
+            b = batches[i]
+            out.append(step(x[b], y[b], flag[b], optimizers))
+            if stop is not None and i + 1 < len(batches) and stop(time.perf_counter() - t0):
+                return i + 1, out
+        return len(batches), out
     for b in batches:
         if len(b) == batch_size:
             graphed(b)
         else:
             graphed.eager(b)
-    return graphed.take_loss_sum() / len(batches)
+    return len(batches), [graphed.take_loss_sum() / len(batches)]
 
 
 def measure_step(model_cls: type, n_classes: int, window: int, batch_size: int, device: torch.device | str,

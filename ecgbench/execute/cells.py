@@ -20,12 +20,15 @@ from ecgbench.contracts.checks import check_logits
 from ecgbench.contracts.errors import Known, one_line
 from ecgbench.data.catalog import eval_index
 from ecgbench.engine.attack import batched, generate
+from ecgbench.engine.progress import OutOfTime
 from ecgbench.engine.detect import DetectorAware
 from ecgbench.engine.train import predict
 from ecgbench.execute.context import Context
+from ecgbench.execute.saving import checkpoints
 from ecgbench.plan.cells import Cell
 from ecgbench.plan.tasks import CellTask
 from ecgbench.store.io import write_json
+from ecgbench.store.layout import drop_state, partial_path
 
 __all__ = ["score", "record", "evaluate", "summary"]
 
@@ -46,7 +49,7 @@ def record(w: Context, task: CellTask) -> dict:
         if task.error is not None:
             raise Known(task.error)
         rec.update(evaluate(w, task), status="ok")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OutOfTime):
         raise
     except Known as exc:
         rec.update(status="failed", error=str(exc))
@@ -81,8 +84,11 @@ def evaluate(w: Context, task: CellTask) -> dict:
         result["budget"] = static["stats"]
     else:
         target = DetectorAware(net) if cell.mode == "adaptive-detect" else net
+        partial = partial_path(w.cfg.cache, attack.name, task.cell_key, "cell")
         x_eval, budget = generate(target, attack, torch.as_tensor(x_clean)[:, None], y, ds.value_range, seed=p.seed,
-                                  batch=p.attack_batch, device=w.device, desc=f"{attack.label} vs {cell.model}")
+                                  batch=p.attack_batch, device=w.device, desc=f"{attack.label} vs {cell.model}",
+                                  checkpoints=checkpoints(w, partial, f"{attack.label} vs {cell.model}"))
+        drop_state(partial)
         w.attack_calls += 1
         if "linf_found" in budget:
             result["linf_found"] = budget.pop("linf_found")

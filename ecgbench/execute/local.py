@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ecgbench.engine.progress import Deadline
 from ecgbench.execute.scheduler import Outcome, pin_threads, schedule, threads_per_task
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.graph import RunConfig, Task
@@ -24,7 +25,7 @@ def run_serial(tasks: list[Task], cfg: RunConfig, worker: Worker, outcome: Outco
         results[len(results)] = worker.run(task)
         return len(results) - 1
 
-    schedule(tasks, run_now, lambda handles: [(handles[0], results[handles[0]])], outcome, 1)
+    schedule(tasks, run_now, lambda handles: [(handles[0], results[handles[0]])], outcome, 1, Deadline.of(cfg.deadline))
 
 
 _WORKER: Any = None
@@ -55,7 +56,7 @@ def run_jobs(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
             done, _ = wait(handles, return_when=FIRST_COMPLETED)
             return [(f, f.result()) for f in done]
 
-        schedule(tasks, lambda t: pool.submit(_run_in_worker, t), finished, outcome, jobs)
+        schedule(tasks, lambda t: pool.submit(_run_in_worker, t), finished, outcome, jobs, Deadline.of(cfg.deadline))
     except BaseException:
         for proc in list(getattr(pool, "_processes", {}).values()):  # stop now; finished files are already on disk
             proc.terminate()

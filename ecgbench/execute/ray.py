@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbench import log
+from ecgbench.engine.progress import Deadline
 from ecgbench.execute.scheduler import Outcome, pin_threads, schedule, threads_per_task
 from ecgbench.config.run import RunConfig
 from ecgbench.execute.worker import Worker
@@ -104,7 +105,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
                                       "summary": f"FAILED: ray worker lost ({type(exc).__name__})"}))
             return out
 
-        schedule(tasks, lambda t: remote.remote(cfg_ref, threads, t), finished, outcome, slots)
+        schedule(tasks, lambda t: remote.remote(cfg_ref, threads, t), finished, outcome, slots, Deadline.of(cfg.deadline))
     finally:
         if started:
             ray.shutdown()

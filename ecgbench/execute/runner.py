@@ -103,20 +103,24 @@ class Runner:
                 execute(graph, todo, self.cfg, worker, outcome)
                 stale = [t for t in graph.of_kind("cell") if (rec := read_done(Path(t.path), t.cell_key, False))
                          and self._other_weights(t, rec)]  # a training redone in this run: its older cells follow it
-                execute(graph, stale, self.cfg, worker, outcome)
+                if not outcome.stopped:
+                    execute(graph, stale, self.cfg, worker, outcome)
             except BaseException as exc:  # stopped: the invocation is still recorded, with what it finished
                 self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures,
                                stopped=type(exc).__name__)
                 raise
             self.trainings, self.attack_calls = outcome.trainings, outcome.attack_calls
-            manifest = self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures)
+            manifest = self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures,
+                                      stopped="time limit" if outcome.stopped else None,
+                                      cells_left=max(0, len(todo) - outcome.computed) if outcome.stopped else 0)
             inv = manifest["invocations"][-1]
             if inv["busy"] is not None:
                 log.info(f"{len(inv['timeline'])} tasks in {inv['wall_seconds'] / 60:.1f} min; {inv['workers']} worker(s) "
                          f"busy {inv['busy']:.0%} of it (per-task times: run.json)")
             return manifest
 
-    def _manifest(self, started: float, outcome: Outcome, skipped: int, failures: list[str], stopped: str | None = None) -> dict:
+    def _manifest(self, started: float, outcome: Outcome, skipped: int, failures: list[str], stopped: str | None = None,
+                  cells_left: int = 0) -> dict:
         path = self.cfg.out / "run.json"
         previous = read_json(path) if path.exists() else {}
         wall = time.time() - started
@@ -136,7 +140,8 @@ class Runner:
             "invocations": previous.get("invocations", []) + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
                  "cells_computed": outcome.computed, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
-                 "command": cfg.command, **({"stopped": stopped} if stopped else {}), **timeline(outcome, started, wall)}],
+                 "command": cfg.command, **({"stopped": stopped} if stopped else {}), "cells_left": cells_left,
+                 "time_limit": cfg.time_limit, **timeline(outcome, started, wall)}],
             "failures": failures,
         }
         write_json(path, manifest)

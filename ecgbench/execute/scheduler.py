@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from ecgbench import log
 from ecgbench.config.run import RunConfig
+from ecgbench.engine.progress import Deadline
 from ecgbench.plan.graph import Graph
 from ecgbench.plan.tasks import Task
 from ecgbench.store.io import written
@@ -30,14 +31,23 @@ class Outcome:
     trainings: int = 0
     attack_calls: int = 0
     failures: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # tasks the time limit left for the next invocation
     timeline: list[dict[str, Any]] = field(default_factory=list)  # per task run: what, where, when, how long
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the time limit left work undone."""
+        return bool(self.left)
 
     def add(self, task: Task, result: dict) -> None:
         if "timing" in result:
             self.timeline.append({"task": task.label, "kind": task.kind, "status": result["status"], **result["timing"]})
         self.trainings += result.get("trainings", 0)
         self.attack_calls += result.get("attack_calls", 0)
-        if task.kind == "cell":
+        if result["status"] == "stopped":
+            self.left.append(task.label)
+            log.info(f"left for the next invocation (time limit): {task.label}")
+        elif task.kind == "cell":
             self.computed += 1
             log.info(result["summary"])
             if result["status"] != "ok":
@@ -78,22 +88,34 @@ def needed(graph: Graph, todo: Iterable[Task], cached: Callable[[Task], bool] = 
 
 
 def schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[list[Any]], list[tuple[Any, dict]]],
-              outcome: Outcome, slots: int) -> None:
+              outcome: Outcome, slots: int, deadline: Deadline | None = None) -> None:
     """Start each task once the tasks it needs are done; a task whose dependency failed fails with its message.
 
     With several slots, ready trainings and static sets go before ready cells: they unblock further
     work and are the long tasks, and the many short cells then fill the workers to the end (longest
     first). One slot keeps the graph's order, so a serial run reports its first cells early.
+
+    With a `deadline` (`--time-limit`), nothing starts once it has passed; a task it stopped saved its
+    progress and is "stopped", and what needs it is left too (not failed): the next invocation
+    continues them. Dependencies come first, so every slice moves the same long tasks forward.
     """
     listed = {t.key for t in tasks}
     state: dict[str, str] = {d: "ok" for t in tasks for d in t.deps if d not in listed}  # key -> "ok" | error; unlisted: cached
     waiting = sorted(tasks, key=lambda t: t.kind == "cell") if slots > 1 else list(tasks)  # stable: graph order within
     running: dict[Any, Task] = {}
     while waiting or running:
+        if deadline is not None and deadline.left() <= 0:  # time is up: start nothing more, let the running ones stop
+            outcome.left += [t.label for t in waiting]
+            waiting = []
         for task in list(waiting):
             if len(running) >= slots:
                 break
             blocked = [state[d] for d in task.deps if d in state and state[d] != "ok"]
+            if "stopped" in blocked:
+                waiting.remove(task)
+                state[task.key] = "stopped"
+                outcome.left.append(task.label)
+                continue
             if blocked:
                 waiting.remove(task)
                 task = replace(task, error=task.error or blocked[0])
@@ -110,8 +132,8 @@ def schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[l
             break
         for handle, result in wait(list(running)):
             task = running.pop(handle)
-            state[task.key] = "ok" if result["status"] == "ok" else (result.get("error") or "failed")
-            if task.kind != "cell" and result["status"] != "ok":
+            state[task.key] = result["status"] if result["status"] in ("ok", "stopped") else (result.get("error") or "failed")
+            if task.kind != "cell" and result["status"] == "failed":
                 log.info(f"FAILED {task.label}: {result.get('error')}")
             outcome.add(task, result)
 

@@ -9,9 +9,10 @@ from ecgbench.contracts.base import Beats
 from ecgbench.data.catalog import eval_index
 from ecgbench.engine.attack import generate
 from ecgbench.execute.context import Context
+from ecgbench.execute.saving import checkpoints
 from ecgbench.plan.tasks import StaticTask
 from ecgbench.store.io import load_arrays, save_arrays, verified
-from ecgbench.store.layout import attacked_path
+from ecgbench.store.layout import attacked_path, drop_state, partial_path
 from ecgbench.store.locks import entry_lock
 
 __all__ = ["make"]
@@ -33,14 +34,18 @@ def make(w: Context, task: StaticTask) -> dict:
             sub = eval_index(s.test.y, attack, p)
             test_idx = np.arange(len(s.test)) if sub is None else sub
             run = dict(seed=p.seed, batch=p.attack_batch, device=w.device)
+            parts = {part: partial_path(w.cfg.cache, attack.name, task.key, part) for part in ("train", "test")}
+            what = {part: f"{attack.label} {part} vs {task.source.model}" for part in parts}
             tr_adv, _ = generate(source, attack, torch.as_tensor(s.train.x[idx])[:, None], s.train.y[idx], vr,
-                                 desc=f"{attack.label} train vs {task.source.model}", **run)
+                                 desc=what["train"], checkpoints=checkpoints(w, parts["train"], what["train"]), **run)
             te_adv, te_stats = generate(source, attack, torch.as_tensor(s.test.x[test_idx])[:, None], s.test.y[test_idx], vr,
-                                        desc=f"{attack.label} test vs {task.source.model}", **run)
+                                        desc=what["test"], checkpoints=checkpoints(w, parts["test"], what["test"]), **run)
             w.attack_calls += 2
             a = {"source": idx, "train": tr_adv, "test": te_adv, "test_index": test_idx,
                  "within_budget": np.float64(te_stats["within_budget"]), "linf_median_found": np.float64(te_stats["linf_median_found"])}
             save_arrays(path, **a)
+            for part in parts.values():
+                drop_state(part)
     train = s.train.take(a["source"])
     return {"key": task.key, "source": a["source"], "test": a["test"], "test_index": a["test_index"],
             "train": Beats(a["train"], train.y, train.groups, np.ones(len(train), dtype=bool)),

@@ -9,9 +9,10 @@ from ecgbench.contracts.base import Beats
 from ecgbench.engine.accel import accelerate
 from ecgbench.engine.train import fit
 from ecgbench.execute.context import Context
+from ecgbench.execute.saving import checkpoints
 from ecgbench.plan.tasks import TrainTask
 from ecgbench.store.io import verified
-from ecgbench.store.layout import checkpoint_path, read_checkpoint, save_checkpoint
+from ecgbench.store.layout import checkpoint_path, drop_state, read_checkpoint, save_checkpoint
 from ecgbench.store.locks import entry_lock
 
 __all__ = ["train"]
@@ -36,9 +37,10 @@ def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
                          attacked_source=np.concatenate([st["source"] for st in statics]) if statics else None,
                          epochs=p.epochs, batch_size=p.batch_size, smote_target=p.smote_target, device=w.device,
                          seed=p.seed, progress=log.interactive() and w.cfg.progress, patience=p.patience,
-                         on_epoch=lambda r, m=task.model: _log_epoch(m, r))
+                         on_epoch=lambda r, m=task.model: _log_epoch(m, r), checkpoints=checkpoints(w, path, f"the training of {task.model} on {task.dataset}"))
             w.trainings += 1
             found = (result.state, result.info, save_checkpoint(path, result.state, result.info))
+            drop_state(path)
             on = "" if not task.statics else f" ({task.trained_on})"
             log.info(f"trained {task.model} on {task.dataset}{on}: val balanced accuracy "
                      f"{result.info['val_balanced_accuracy']:.3f} ({result.info['seconds']:.1f} s)")

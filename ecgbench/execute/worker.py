@@ -19,6 +19,7 @@ from ecgbench.contracts.errors import one_line
 from ecgbench.contracts.registry import Registry, registry as default_registry
 from ecgbench.data.catalog import Catalog
 from ecgbench.engine.accel import resolve_device
+from ecgbench.engine.progress import OutOfTime
 from ecgbench.execute import cells, static_sets, training
 from ecgbench.plan.tasks import StaticTask, Task, TrainTask
 
@@ -44,8 +45,11 @@ class Worker:
         """Run one task; returns what the driver needs to know (status, a summary line, counters, timing)."""
         before, started, t0 = (self.trainings, self.attack_calls), time.time(), time.perf_counter()
         if task.kind == "cell":
-            record = cells.score(self, task)
-            out = {"status": record["status"], "summary": cells.summary(task.cell, record), "error": record.get("error")}
+            try:
+                record = cells.score(self, task)
+                out = {"status": record["status"], "summary": cells.summary(task.cell, record), "error": record.get("error")}
+            except OutOfTime as exc:
+                out = {"status": "stopped", "error": str(exc)}
         else:
             try:
                 if task.error is not None:
@@ -54,6 +58,8 @@ class Worker:
                 out = {"status": "ok"}
             except KeyboardInterrupt:
                 raise
+            except OutOfTime as exc:  # progress saved; the next invocation continues it
+                out = {"status": "stopped", "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - the cells that need it fail with this message
                 model = task.model if task.kind == "train" else task.source.model
                 out = {"status": "failed", "error": one_line(exc, self.reg, dataset=task.dataset, model=model,

@@ -170,9 +170,9 @@ def verified(load: Callable[[Path], Any], path: Path) -> Any:
         return None
 
 
-def warn_damaged(exc: Damaged) -> None:
+def warn_damaged(exc: Damaged, then: str = "recomputing") -> None:
     """The one line a user sees when a damaged file is thrown away."""
-    print(f"ecgbench: {exc.path} is damaged ({exc.why}); deleted, recomputing", file=sys.stderr)
+    print(f"ecgbench: {exc.path} is damaged ({exc.why}); deleted, {then}", file=sys.stderr)
 
 
 def _jsonable(obj: Any) -> Any:
