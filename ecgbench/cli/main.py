@@ -73,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ecgbench.report.write import write_report
     from ecgbench.execute.runner import Runner
 
+    if args.from_bundle:
+        _unbundle(args.from_bundle, cfg.out, cfg.cache, expect=cfg)
     manifest = Runner(cfg).run(wait=args.wait)
     inv = manifest["invocations"][-1]
     stopped = inv.get("stopped") == "time limit"
@@ -86,6 +88,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     if manifest["failures"]:
         print(f"{len(manifest['failures'])} cell(s) failed; first: {manifest['failures'][0]}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from ecgbench import log
+    from ecgbench.config.run import parse_duration
+    from ecgbench.execute.bundles import bundle_run
+
+    log.configure(quiet=True)
+    m = bundle_run(Path(args.run_dir), Path(args.o), cache=args.cache_dir and Path(args.cache_dir),
+                   data_dir=args.data_dir and Path(args.data_dir),
+                   leave_out_under=parse_duration("--leave-out-under", args.leave_out_under or 0))
+    kinds = {k: sum(f["bytes"] for f in m["files"] if f["name"].startswith(k)) for k in ("results/", "cache/")}
+    print(f"{args.o}: {m['size'] / 1e6:.1f} MB, {len(m['files'])} files ({kinds['results/'] / 1e6:.1f} MB of cells and "
+          f"run.json, {kinds['cache/'] / 1e6:.1f} MB of cache entries, before compression); {m['cells_left']} cell(s) "
+          f"left to compute; continue elsewhere with `ecgbench unbundle {args.o} --out {args.run_dir}` and the same run command")
+    return 0
+
+
+def _unbundle(file: str, out: Path, cache: Path, expect: RunConfig | None = None) -> None:
+    from ecgbench.execute.bundles import unbundle
+
+    placed = unbundle(Path(file), out, cache, expect=expect)
+    print(f"{file}: checked; {placed.written} file(s) written to {out}/ and {cache}/, {placed.same} already there"
+          + (f", {placed.kept} kept that differ from the bundle's (the files here win)" if placed.kept else ""))
+
+
+def cmd_unbundle(args: argparse.Namespace) -> int:
+    from ecgbench.store.layout import cache_dir
+
+    _unbundle(args.file, Path(args.out), cache_dir(args.cache_dir))
     return 0
 
 
@@ -165,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
                    help="end by itself within this time (90s, 8m, 2h, 1h30m), saving running work; exit 3 if work is left")
     r.add_argument("--checkpoint-every", default=None, metavar="DURATION",
                    help="a running training or attack saves its state at least this often (default 5m; 0: every epoch)")
+    r.add_argument("--from-bundle", default=None, metavar="FILE",
+                   help="first check and unpack a bundle (`ecgbench bundle`) made by this same run elsewhere, then continue it")
     r.add_argument("--dry-run", action="store_true", help="print the task graph and an estimated wall time; compute nothing")
     r.add_argument("--no-calibrate", action="store_true", help="with --dry-run: counts only, no timing of steps and attacks")
     r.add_argument("--wait", action="store_true", help="if another run holds the results folder, wait for it instead of stopping")
@@ -202,6 +237,20 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("database", help="mitdb | ptbdb | ptbxl")
     dl.add_argument("--to", default=None, help=f"data root (default ${DATA_ENV}, else ./data)")
     dl.set_defaults(func=cmd_download)
+
+    b = sub.add_parser("bundle", help="pack a run's cells and the cache entries its unfinished work needs, to continue elsewhere")
+    b.add_argument("run_dir", help="a run folder (with run.json)")
+    b.add_argument("-o", required=True, metavar="FILE", help="the bundle to write (a .tar.gz)")
+    b.add_argument("--cache-dir", default=None, help="the cache the run used (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")
+    b.add_argument("--data-dir", default=None, help=f"data root (default ${DATA_ENV}); the plan needs the data's digests")
+    b.add_argument("--leave-out-under", default=None, metavar="DURATION",
+                   help="leave out finished trainings that took less than this (they are recomputed where the bundle goes)")
+    b.set_defaults(func=cmd_bundle)
+    ub = sub.add_parser("unbundle", help="check a bundle and put its cells and cache entries in place")
+    ub.add_argument("file")
+    ub.add_argument("--out", required=True, help="the run folder to continue (the same command's --out)")
+    ub.add_argument("--cache-dir", default=None, help="the cache to fill (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")
+    ub.set_defaults(func=cmd_unbundle)
 
     pr = sub.add_parser("profiles", help="the run profiles and their fields (the built-in ones, or those named)")
     pr.add_argument("names", nargs="*", help="profile names or paths to .toml files (default: every built-in profile)")

@@ -15,6 +15,7 @@ import numpy as np
 from ecgbench.report.results import COMMON_EPS, classes_of, load_cells, results
 from ecgbench.report.tables import MEASURES, leaderboard
 from ecgbench.report.write import write_report
+from ecgbench.store.bundle import difference
 from ecgbench.store.io import read_json, write_json
 
 __all__ = ["export_entries", "merge_runs", "settings", "MERGE_KEYS"]
@@ -87,17 +88,6 @@ def settings(run: dict) -> dict:
     return out
 
 
-def _difference(a: Any, b: Any, path: str = "") -> str | None:
-    """The first setting that differs, as `profile.epochs: 3 vs 20`; None if equal."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-            if d:
-                return d
-        return None
-    return None if a == b else f"{path}: {json.dumps(a, default=str)} vs {json.dumps(b, default=str)}"
-
-
 def merge_runs(runs: Sequence[Path], out: Path) -> list[Path]:
     """Copy every run's cells into `out` and write one report; refuse runs whose settings or cells disagree."""
     runs, out = [Path(r) for r in runs], Path(out)
@@ -110,7 +100,7 @@ def merge_runs(runs: Sequence[Path], out: Path) -> list[Path]:
         manifests.append(read_json(r / "run.json"))
     base = settings(manifests[0])
     for r, m in zip(runs[1:], manifests[1:]):
-        diff = _difference(base, settings(m))
+        diff = difference(base, settings(m))
         if diff:
             raise ValueError(f"cannot merge {runs[0]} and {r}: their settings differ in {diff}")
     if out.resolve() in {r.resolve() for r in runs}:
