@@ -261,6 +261,13 @@ def test_a_calibrated_dry_run_estimates_the_wall_time(tmp_path, data_dir, cache_
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ms/step" in res.stdout and "ms/beat" in res.stdout
     assert "estimated wall time:" in res.stdout and "with jobs x 2" in res.stdout
+    assert "--time-limit" not in res.stdout
+    limited = ecgbench("run", "--models", "kachuee", "--attacks", "fgsm", "--profile", "smoke", "--dry-run", "--time-limit", "2h",
+                       "--out", str(tmp_path / "o"), cache=cache_dir, data_dir=data_dir)
+    assert limited.returncode == 0, limited.stderr[-2000:]
+    assert re.search(r"with --time-limit 2\.00 h \(tasks stop 1\.0 min before it, to write the report\): all \d+ cells left "
+                     r"would finish in this invocation", limited.stdout), limited.stdout
+    assert not (tmp_path / "o").exists()
 
 
 def test_seeds_and_budgets_run_end_to_end_into_curves_and_spreads(tmp_path, data_dir, cache_dir):

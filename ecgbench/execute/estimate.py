@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class Workload:
     cells: int
     pending_cells: int
     static_sets: int = 0  # static sets to make (each attacks a subset of training beats and the test beats)
+    tasks: list[tuple[Task, str, int]] = field(default_factory=list)  # in run order: task, what prices it, units of it
 
     @property
     def attacked(self) -> dict[str, int]:
@@ -100,8 +101,10 @@ def workload(pl: Planner) -> Workload:
             w.trainings[task.model] = w.trainings.get(task.model, 0) + 1
             steps = math.ceil(_train_size(pl, task) / p.batch_size) * p.epochs * p.folds
             w.steps[task.model] = w.steps.get(task.model, 0) + steps
+            w.tasks.append((task, task.model, steps))
             continue
         if task.kind == "cell" and task.cell.mode in ("clean", "static"):
+            w.tasks.append((task, "", 0))
             continue
         if task.kind == "static":
             dataset, spec, eps, on_model = task.dataset, task.attack, None, task.source.model
@@ -115,6 +118,7 @@ def workload(pl: Planner) -> Workload:
             w.static_sets += 1
             n += min(p.static_train_cap or len(ctx.splits.train), len(ctx.splits.train))
         w.attacked_on[(spec, on_model)] = w.attacked_on.get((spec, on_model), 0) + n
+        w.tasks.append((task, f"{spec}|{on_model}", n))
         w.queries[spec] = w.queries.get(spec, 0) + n * queries_per_beat(attack.params)
     return w
 
@@ -220,7 +224,44 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
                      f"model after {CAL_STEPS} training steps on {CAL_BEATS} beats (costly ones at ~{CAL_QUERIES} queries a beat, "
                      f"scaled to the full budget); training and costly attacks are upper bounds "
                      f"where early stopping applies.")
+    if calibrate and cfg.time_limit is not None:
+        lines.append(_within(cfg, w, step_s, pair_s, workers))
     return "\n".join(lines)
+
+
+def _within(cfg: RunConfig, w: Workload, step_s: dict[str, float], pair_s: dict[tuple[str, str], float], workers: int) -> str:
+    """What `--time-limit` lets this invocation finish, by the calibrated times: the tasks in the scheduler's order
+    on `workers` lanes, each starting once the tasks it needs end; the cells that end before the tasks' deadline."""
+    from ecgbench.config.run import deadline_for
+
+    def seconds(price: str, units: int) -> float:
+        if not price:
+            return 0.0
+        if "|" in price:
+            spec, model = price.split("|")
+            return units * pair_s.get((spec, model), 0.0)
+        return units * step_s.get(price, 0.0)
+
+    limit = cfg.time_limit or 0.0
+    budget = deadline_for(limit, now=0.0)
+    order = sorted(w.tasks, key=lambda t: t[0].kind == "cell") if workers > 1 else list(w.tasks)
+    lanes, ends = [0.0] * workers, {}
+    done_cells, partial = 0, []
+    for task, price, units in order:
+        lane = min(range(workers), key=lanes.__getitem__)
+        start = max([lanes[lane]] + [ends.get(d, 0.0) for d in task.deps])
+        end = start + seconds(price, units)
+        ends[task.key], lanes[lane] = end, end
+        if end <= budget:
+            done_cells += task.kind == "cell"
+        elif start < budget and task.kind != "cell":
+            partial.append(f"{task.label} (about {100 * (budget - start) / max(end - start, 1e-9):.0f}% of it)")
+    head = f"with --time-limit {_hours(limit)} (tasks stop {_hours(limit - budget)} before it, to write the report): "
+    if done_cells >= w.pending_cells:
+        return head + f"all {w.pending_cells} cells left would finish in this invocation"
+    left = f"; saved part-way and continued next time: {', '.join(partial)}" if partial else ""
+    return (head + f"about {done_cells} of the {w.pending_cells} cells left would finish in this invocation{left}; "
+            f"each later invocation continues from there (exit 3 until done)")
 
 
 def _per_beat(attack: str, pair_s: dict[tuple[str, str], float]) -> str:
