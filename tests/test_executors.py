@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,7 +90,9 @@ def _hold_the_static_set(data_dir: Path, cache: Path):
     return entry_lock(attacked_path(cache, static.attack_name, static.key))
 
 
-def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_serially(serial, tmp_path, data_dir):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_serially(serial, tmp_path, data_dir, sig, code, said):
+    """Ctrl-C and SIGTERM stop a Ray run as they stop the others (Ray installs its own handlers; ours are put back)."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache),
@@ -103,9 +106,10 @@ def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_seria
         deadline = time.time() + 300
         while time.time() < deadline and len(list((out / "cells").rglob("*.json"))) < 2:
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)  # the driver stops; finished cells stay
+        proc.send_signal(sig)  # the driver stops; finished cells stay
         _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == code, err[-3000:]
+    assert err.splitlines()[-1] == f"ecgbench: {said}; finished cells are kept: rerun the same command to resume"
     kept = cells(out)
     assert 2 <= len(kept) <= 4 and all(kept[k] == cells(serial)[k] for k in kept)  # at most the clean-trained rows
     res = ecgbench(*MATRIX, "--out", str(out), cache=cache, data_dir=data_dir)  # resumed by the serial executor
@@ -136,6 +140,37 @@ def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, d
         ray.shutdown()
     assert manifest["failures"] == []
     assert cells(tmp_path / "out") == cells(serial)
+    timeline = manifest["invocations"][-1]["timeline"]
+    assert all(re.fullmatch(r"\S+ \([0-9a-f]{8}\)", t["node"]) and t["attempt"] == 1 for t in timeline)  # address (node id)
+
+
+def test_an_unreachable_ray_address_is_one_line_within_seconds(tmp_path, data_dir):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
+    t0 = time.time()
+    res = ecgbench("run", "--profile", "smoke", "--models", "kachuee", "--attacks", "fgsm", "--modes", "adaptive",
+                   "--executor", "ray", "--ray-address", "127.0.0.1:9", "--out", str(tmp_path / "out"),
+                   cache=tmp_path / "cache", data_dir=data_dir)
+    assert res.returncode == 2 and time.time() - t0 < 60
+    assert res.stderr.splitlines()[-1].startswith("ecgbench: error: --ray-address 127.0.0.1:9: nothing answers there within 5 s")
+    assert "ray start --head --port 9" in res.stderr
+
+
+def test_the_probe_names_what_a_node_lacks(tmp_path, data_dir):
+    """A node with another version of an attack plugin, other data and its own results folder: each is named."""
+    from ecgbench.config.run import run_config
+    from ecgbench.execute.ray import node_lacks
+
+    cfg = run_config({"models": "kachuee", "attacks": "fgsm", "profile": "smoke", "out": str(tmp_path / "out"),
+                      "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache")})
+    ours = {"attacks/fgsm": ["fgsm", "ecgbench-atk", "0.2.0", "aaaa"], "models/kachuee": ["kachuee", "ecgbench-atk", "0.2.0", "bbbb"]}
+    report = {"node": "10.0.0.3 (12345678)", "plugins": {**ours, "attacks/fgsm": ["fgsm", "unloadable"]},
+              "data": {"mitbih": "other"}, "shared": {"cache": True, "results": False}}
+    assert node_lacks(cfg, report, ours, {"mitbih": "mine"}) == [
+        "plugin attacks/fgsm not installed, the driver's ecgbench-atk 0.2.0 (source aaaa)",
+        f"dataset mitbih: other files than the driver's under {data_dir}",
+        f"the results folder {tmp_path / 'out'} is not the driver's (not shared)"]
+    assert node_lacks(cfg, {**report, "plugins": ours, "data": {"mitbih": "mine"}, "shared": {"cache": True, "results": True}},
+                      ours, {"mitbih": "mine"}) == []
 
 
 def test_a_wrong_executor_setting_is_one_line(tmp_path, data_dir):

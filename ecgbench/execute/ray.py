@@ -11,24 +11,28 @@ Workers are reused between tasks, and each keeps its loaded beats for the next t
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
 
 from ecgbench import log
+from ecgbench.contracts.registry import registry
 from ecgbench.engine.progress import Deadline
 from ecgbench.execute.scheduler import Outcome, pin_threads, schedule, threads_per_task
 from ecgbench.config.run import RunConfig
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.tasks import Task
 
-__all__ = ["run_ray", "probe"]
+__all__ = ["run_ray", "probe", "node_lacks"]
 
 _WORKERS: dict[str, Any] = {}
 
 
 def _task(cfg: RunConfig, threads: int, task: Task) -> dict:
     """Runs in a Ray worker: one `Worker` per configuration, kept for the tasks that follow."""
+    import ray
+
     from ecgbench.store.io import cache_key
 
     pin_threads(threads)
@@ -36,47 +40,156 @@ def _task(cfg: RunConfig, threads: int, task: Task) -> dict:
     if key not in _WORKERS:
         _WORKERS.clear()
         _WORKERS[key] = Worker(cfg)
-    return _WORKERS[key].run(task)
+    out = _WORKERS[key].run(task)
+    ctx = ray.get_runtime_context()
+    out["timing"].update(node=_node_name(ctx.get_node_id(), ray.util.get_node_ip_address()), attempt=_attempt(ctx))
+    return out
 
 
-def probe(cfg: RunConfig) -> dict:
-    """What one node sees: its name, whether the shared folders and the plugins are there."""
-    from ecgbench.contracts.registry import registry
+def _node_name(node_id: str, ip: str) -> str:
+    """A node as the probe and the timeline name it: its address and the start of its Ray node id."""
+    return f"{ip} ({node_id[:8]})"
 
-    missing = [f"{what} {path}" for what, path in (("data", cfg.data_dir), ("cache", cfg.cache), ("results", cfg.out.parent))
-               if not Path(path).exists()]
-    unknown = [m for m in cfg.models if m not in registry.names("models")]
-    unknown += [d for d in cfg.datasets if d not in registry.names("datasets")]
-    return {"node": socket.gethostname(), "missing": missing, "unknown_plugins": unknown}
+
+def _attempt(ctx: Any) -> int:
+    """Which attempt of its task this is (1, or 2 after a worker was lost and Ray retried it)."""
+    try:
+        return int(ctx.get_task_attempt_number()) + 1  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - older Ray: not known
+        return 1
+
+
+def _data_files(cfg: RunConfig, reg: Any) -> dict[str, str]:
+    """Per dataset, a digest of its raw files' names and sizes as this node sees them (or why it cannot)."""
+    from ecgbench.store.io import cache_key
+
+    out = {}
+    for name in cfg.datasets:
+        try:
+            files = reg.get("datasets", name)(cfg.data_dir).files()
+            out[name] = cache_key([(str(p.relative_to(cfg.data_dir)), p.stat().st_size) for p in files])
+        except Exception as exc:  # noqa: BLE001 - reported by the driver, naming the node
+            out[name] = f"unreadable ({type(exc).__name__}: {exc})"
+    return out
+
+
+def probe(cfg: RunConfig, token: str) -> dict:
+    """What one node sees: its name, the plugins at their versions, the data, and the driver's token in the shared folders."""
+    import ray
+
+    from ecgbench.plan.keys import identity
+
+    shared = {what: (Path(path) / PROBE_FILE).read_text() == token if (Path(path) / PROBE_FILE).exists() else False
+              for what, path in (("cache", cfg.cache), ("results", cfg.out))}
+    return {"node": _node_name(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()),
+            "host": socket.gethostname(), "plugins": {k: identity(registry, *k.split("/", 1)) for k in _plugins(cfg)},
+            "data": _data_files(cfg, registry), "shared": shared}
+
+
+PROBE_FILE = ".ecgbench-probe"
+
+
+def _plugins(cfg: RunConfig) -> list[str]:
+    from ecgbench.contracts.registry import attack_name
+
+    used = [f"datasets/{d}" for d in cfg.datasets] + [f"models/{m}" for m in cfg.models]
+    used += [f"attacks/{attack_name(a)}" for a in cfg.attacks]
+    if "static" in cfg.modes:
+        used.append(f"models/{cfg.source_model}")
+    return sorted(set(used))
 
 
 def _init(cfg: RunConfig) -> bool:
-    """Connect to `--ray-address`, or start a local instance; True if we started it (and must stop it)."""
+    """Connect to `--ray-address`, or start a local instance; True if we started it (and must stop it).
+
+    An address that does not answer is one line within seconds, not Ray's endless retries. Ray
+    installs its own SIGTERM and SIGINT handlers; ours are put back, so a stopped run exits 143 / 130
+    and keeps its finished cells as under the other executors. Ray's own log lines show with --verbose."""
+    import logging
+
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True)
-        return False
-    ray.init(include_dashboard=False, log_to_driver=True)
-    return True
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    quiet = dict(log_to_driver=cfg.verbose, logging_level=logging.INFO if cfg.verbose else logging.ERROR)
+    try:
+        if cfg.ray_address:
+            _reachable(cfg.ray_address)
+            try:
+                ray.init(address=cfg.ray_address, include_dashboard=False, **quiet)
+            except Exception as exc:  # noqa: BLE001 - Ray's many connection errors become one line
+                raise ValueError(_connect_error(cfg.ray_address, exc)) from None
+            return False
+        ray.init(include_dashboard=False, **quiet)
+        return True
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
-def _probe_nodes(cfg: RunConfig) -> None:
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """`host:port` must accept a connection within `timeout` seconds ("auto" and ray:// addresses are Ray's to find)."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"--ray-address {address}: nothing answers there within {timeout:g} s ({exc.strerror or exc}); "
+                         f"is the head running (`ray start --head --port {port}` on {host}), and are the host and port right?") from None
+
+
+def _connect_error(address: str, exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if "auth" in text.lower() or "token" in text.lower():
+        return (f"--ray-address {address}: the cluster refused this driver's authentication ({type(exc).__name__}); set the "
+                "same RAY_AUTH_MODE on every node and the driver, and with RAY_AUTH_MODE=token the same token (README, Ray clusters)")
+    return f"--ray-address {address}: could not join the Ray cluster there ({type(exc).__name__}: {text[:300]})"
+
+
+def _probe_nodes(cfg: RunConfig, reg: Any) -> None:
+    """One probe per node, before any work: each must have the driver's plugins (same identities), see the same
+    data, and share the cache and results folders (it reads back a token the driver wrote there)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-    remote = ray.remote(num_cpus=0)(probe)
-    refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(cfg) for n in nodes]
-    for report in ray.get(refs):
-        if report["missing"] or report["unknown_plugins"]:
-            what = ", ".join(report["missing"] + [f"plugin {p!r} not installed" for p in report["unknown_plugins"]])
-            raise ValueError(f"--executor ray: node {report['node']} cannot run this plan: {what} "
-                             "(each node needs the shared folders and the same packages installed)")
-    log.info(f"ray: {len(nodes)} node(s) checked: {', '.join(sorted({r['node'] for r in ray.get(refs)}))}")
+    from ecgbench.plan.keys import identity
+    from ecgbench.store.io import atomic_write
+
+    token = os.urandom(8).hex()
+    for folder in (cfg.cache, cfg.out):
+        atomic_write(Path(folder) / PROBE_FILE, lambda fh: fh.write(token.encode()))
+    try:
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        remote = ray.remote(num_cpus=0)(probe)
+        refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(cfg, token) for n in nodes]
+        reports = ray.get(refs)
+    finally:
+        for folder in (cfg.cache, cfg.out):
+            (Path(folder) / PROBE_FILE).unlink(missing_ok=True)
+    ours = {k: identity(reg, *k.split("/", 1)) for k in _plugins(cfg)}
+    data = _data_files(cfg, reg)
+    for report in reports:
+        lacks = node_lacks(cfg, report, ours, data)
+        if lacks:
+            raise ValueError(f"--executor ray: node {report['node']} cannot run this plan: {'; '.join(lacks)} "
+                             "(every node needs the same packages and the shared data, cache and results folders)")
+    log.info(f"ray: {len(nodes)} node(s) checked: {', '.join(sorted(r['node'] for r in reports))}")
+
+
+def node_lacks(cfg: RunConfig, report: dict, plugins: dict[str, list], data: dict[str, str]) -> list[str]:
+    """What a node's probe `report` shows it lacks, against the driver's `plugins` and `data`: one phrase each."""
+    def ident(v: list) -> str:
+        return "not installed" if len(v) < 4 else f"{v[1]} {v[2]} (source {v[3]})"
+
+    lacks = [f"plugin {k} {ident(v)}, the driver's {ident(plugins[k])}" for k, v in report["plugins"].items() if v != plugins[k]]
+    lacks += [f"dataset {d}: {v}" if v.startswith("unreadable") else f"dataset {d}: other files than the driver's under {cfg.data_dir}"
+              for d, v in report["data"].items() if v != data[d]]
+    lacks += [f"the {what} folder {cfg.cache if what == 'cache' else cfg.out} is not the driver's (not shared)"
+              for what, ok in report["shared"].items() if not ok]
+    return lacks
 
 
 def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
@@ -84,7 +197,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
 
     started = _init(cfg)
     try:
-        _probe_nodes(cfg)
+        _probe_nodes(cfg, registry)
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = threads_per_task(cfg, int(cpus)) or 1
         gpu = cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
