@@ -22,9 +22,9 @@ MATRIX = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya", "--attack
 TIMING = ("seconds", "seconds_per_epoch")
 
 
-def ecgbench(*args: str, cache: Path, data_dir: Path, **kw) -> subprocess.CompletedProcess:
+def ecgbench(*args: str, cache: Path, data_dir: Path, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache),
-           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "ecgbench", *args], capture_output=True, text=True, env=env, **kw)
 
 
@@ -57,6 +57,18 @@ def test_jobs_executor_writes_the_serial_cells(serial, tmp_path, data_dir):
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["executor"]["name"] == "jobs"
     assert_timeline(run["invocations"][-1], cells=10, trainings=4, static_sets=1, slots=2)
+
+
+def test_without_threads_every_executor_runs_a_task_on_one_thread(serial, tmp_path, data_dir):
+    """The default thread count does not follow the executor or the machine: a serial run without `--threads`, on a
+    machine whose torch would take two, runs each task on one, records it, and writes the `--threads 1` cells."""
+    matrix = [a for a in MATRIX if a not in ("--threads", "1")]
+    res = ecgbench(*matrix, "--out", str(tmp_path / "out"), cache=tmp_path / "cache", data_dir=data_dir,
+                   env_extra={"OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["machine"]["threads"] == 1 and {t["threads"] for t in run["invocations"][-1]["timeline"]} == {1}
+    assert cells(tmp_path / "out") == cells(serial)
 
 
 def assert_timeline(inv: dict, cells: int, trainings: int, static_sets: int, slots: int) -> None:
@@ -240,3 +252,60 @@ def test_a_task_whose_input_is_cached_runs_without_it():
     started: list[str] = []
     schedule(tasks, lambda t: started.append(t.key) or t.key, lambda h: [(h[0], {"status": "ok", "summary": ""})], Outcome(), 2)
     assert started == ["T", "c"]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A two-node Ray cluster on one machine, as a user's head and worker nodes: loopback addresses 127.0.0.2 and
+    127.0.0.3, one CPU each, started in the foreground (`--block`) so that stopping them stops only them."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
+    import shutil
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", "1", "--disable-usage-stats", "--block"]
+    head = subprocess.Popen([*ray_cli, "--head", "--node-ip-address", "127.0.0.2", "--port", str(port),
+                             "--include-dashboard=false", "--temp-dir", temp], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nodes = [head]
+    try:
+        address = f"127.0.0.2:{port}"
+        count = "import ray; ray.init(address='%s', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))" % address
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if len(nodes) == 1 and subprocess.run([sys.executable, "-c", count], env=env, capture_output=True).returncode == 0:
+                nodes.append(subprocess.Popen([*ray_cli, "--address", address, "--node-ip-address", "127.0.0.3"], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if len(nodes) == 2:
+                alive = subprocess.run([sys.executable, "-c", count], env=env, capture_output=True, text=True)
+                if alive.stdout.strip() == "2":
+                    break
+            time.sleep(1)
+        else:
+            pytest.fail("the two-node Ray cluster did not come up in 120 s")
+        yield address
+    finally:
+        for proc in reversed(nodes):
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_two_node_cluster_runs_the_plan_across_both_nodes_with_the_serial_tables(serial, two_nodes, tmp_path, data_dir):
+    """The README's recipe on two nodes: the probe checks both, tasks run on both, the cells equal the serial run's."""
+    out = tmp_path / "out"
+    res = ecgbench(*MATRIX, "--executor", "ray", "--ray-address", two_nodes, "--device", "cpu", "--out", str(out),
+                   cache=tmp_path / "cache", data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"ray: 2 node\(s\) checked: 127\.0\.0\.2 \([0-9a-f]{8}\), 127\.0\.0\.3 \([0-9a-f]{8}\)", res.stderr)
+    assert cells(out) == cells(serial)
+    timeline = json.loads((out / "run.json").read_text())["invocations"][-1]["timeline"]
+    assert {t["node"].split(" ")[0] for t in timeline} == {"127.0.0.2", "127.0.0.3"}

@@ -36,13 +36,14 @@ from typing import Any
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
 __all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV"]
+           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SOURCE = "ecg-atk-gan"  # paper 2.3: attacks are made against ECG-ATK-GAN's discriminator
 DATA_ENV = "ECGBENCH_DATA"
+DEFAULT_THREADS = 1  # torch threads a task without --threads, under every executor (execute.scheduler.threads_per_task)
 
 LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps")
 PLUGIN_KINDS = {"datasets": "datasets", "models": "models", "attacks": "attacks", "source": "models"}
@@ -247,7 +248,7 @@ class RunConfig:
     device: str = "auto"
     executor: str = "serial"  # serial | jobs | ray
     jobs: int = 1
-    threads: int = 0  # torch threads per task; 0: torch's choice (serial), cores / jobs (jobs, ray)
+    threads: int = 0  # torch threads per task; 0: DEFAULT_THREADS, under every executor
     ray_address: str | None = None
     tasks_per_gpu: int = 1
     force: bool = False

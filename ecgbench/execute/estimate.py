@@ -188,7 +188,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
     step_s: dict[str, float] = {}
     pair_s: dict[tuple[str, str], float] = {}
     if calibrate:  # with the torch threads each task will have, so N workers' speed is N x one task's
-        threads, before = threads_per_task(cfg, workers) or torch.get_num_threads(), torch.get_num_threads()
+        threads, before = threads_per_task(cfg), torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             step_s = {m: _step_seconds(pl, m, cfg.datasets[0], device, cfg.profile.batch_size) for m in w.steps}
@@ -220,7 +220,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
     if calibrate:
         shared = f"; {_hours(serial / workers)} with {cfg.executor} x {workers} (ideal sharing)" if workers > 1 else ""
         lines.append(f"estimated wall time: {_hours(serial)} with 1 worker{shared}, on {device} "
-                     f"({threads_per_task(cfg, workers) or torch.get_num_threads()} torch threads a task). Attacks timed on each attacked "
+                     f"({threads_per_task(cfg)} torch threads a task). Attacks timed on each attacked "
                      f"model after {CAL_STEPS} training steps on {CAL_BEATS} beats (costly ones at ~{CAL_QUERIES} queries a beat, "
                      f"scaled to the full budget); training and costly attacks are upper bounds "
                      f"where early stopping applies.")

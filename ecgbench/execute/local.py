@@ -18,7 +18,7 @@ __all__ = ["run_serial", "run_jobs"]
 
 def run_serial(tasks: list[Task], cfg: RunConfig, worker: Worker, outcome: Outcome) -> None:
     """Run the tasks one after another in this process, with `worker` (which keeps its models between tasks)."""
-    pin_threads(threads_per_task(cfg, 1))
+    pin_threads(threads_per_task(cfg))
     results: dict[int, dict] = {}
 
     def run_now(task: Task) -> int:
@@ -50,7 +50,7 @@ def run_jobs(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
     jobs = max(1, cfg.jobs)
     # spawn, not fork: a forked child of a process that already ran torch can deadlock in its thread pools
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg, threads_per_task(cfg, jobs), os.environ.get("ECGBENCH_LOG", "normal")))
+                               initargs=(cfg, threads_per_task(cfg), os.environ.get("ECGBENCH_LOG", "normal")))
     try:
         def finished(handles: list[Any]) -> list[tuple[Any, dict]]:
             done, _ = wait(handles, return_when=FIRST_COMPLETED)

@@ -199,7 +199,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
     try:
         _probe_nodes(cfg, registry)
         cpus = ray.cluster_resources().get("CPU", 1)
-        threads = threads_per_task(cfg, int(cpus)) or 1
+        threads = threads_per_task(cfg)
         gpu = cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         remote = ray.remote(_task).options(num_cpus=threads, num_gpus=(1 / cfg.tasks_per_gpu) if gpu else 0, max_retries=1)
         cfg_ref = ray.put(cfg)

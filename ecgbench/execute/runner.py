@@ -139,8 +139,7 @@ class Runner:
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
                          "tasks_per_gpu": cfg.tasks_per_gpu},
             "config": cfg.extra,
-            "machine": {**machine(self.device), "threads": threads_per_task(cfg, cfg.jobs if cfg.executor == "jobs" else 1)
-                        or torch.get_num_threads()},  # torch threads each task ran with
+            "machine": {**machine(self.device), "threads": threads_per_task(cfg)},  # torch threads each task ran with
             "invocations": self._before + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
                  "cells_computed": outcome.computed, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,

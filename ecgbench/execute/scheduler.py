@@ -8,13 +8,12 @@ on the executor (timing fields aside).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ecgbench import log
-from ecgbench.config.run import RunConfig
+from ecgbench.config.run import DEFAULT_THREADS, RunConfig
 from ecgbench.engine.progress import Deadline
 from ecgbench.plan.graph import Graph
 from ecgbench.plan.tasks import Task
@@ -54,11 +53,14 @@ class Outcome:
                 self.failures.append(f"{task.label}: {result['error']}")
 
 
-def threads_per_task(cfg: RunConfig, workers: int) -> int:
-    """torch threads in each task: `--threads`, else the cores shared out between the workers (0: torch's choice)."""
-    if cfg.threads:
-        return cfg.threads
-    return 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+def threads_per_task(cfg: RunConfig) -> int:
+    """torch threads in each task, the same under every executor: `--threads`, else `DEFAULT_THREADS` (one).
+
+    Floating-point sums split over threads come out in another order, so a thread count that followed
+    the executor or the machine (torch's default is every core) gave the same command other tables
+    under serial and Ray (issue 20). One thread a task is what every executor can give on any node;
+    more throughput comes from more workers (`--executor jobs --jobs N`, Ray)."""
+    return cfg.threads or DEFAULT_THREADS
 
 
 def pin_threads(n: int) -> None:

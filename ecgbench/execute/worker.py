@@ -21,6 +21,7 @@ from ecgbench.data.catalog import Catalog
 from ecgbench.engine.accel import resolve_device
 from ecgbench.engine.progress import OutOfTime
 from ecgbench.execute import cells, static_sets, training
+from ecgbench.execute.scheduler import pin_threads, threads_per_task
 from ecgbench.plan.tasks import StaticTask, Task, TrainTask
 
 __all__ = ["Worker"]
@@ -36,6 +37,7 @@ class Worker:
         self.reg = reg or default_registry
         self.catalog = catalog or Catalog(self.reg, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
         self.device = resolve_device(cfg.device)
+        pin_threads(threads_per_task(cfg))  # the same count under every executor and in the Python API
         self._nets: dict[str, tuple[torch.nn.Module, dict, str]] = {}
         self._static: tuple[str, dict] | None = None  # the last static set: cells run attack by attack
         self.trainings = 0  # models fitted (not served from cache) by this worker
@@ -66,7 +68,8 @@ class Worker:
                                                              attack=task.attack if task.kind == "static" else None),
                        "traceback": traceback.format_exc()}
         out["trainings"], out["attack_calls"] = self.trainings - before[0], self.attack_calls - before[1]
-        out["timing"] = {"started": started, "seconds": time.perf_counter() - t0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+        out["timing"] = {"started": started, "seconds": time.perf_counter() - t0, "worker": f"{socket.gethostname()}:{os.getpid()}",
+                         "threads": torch.get_num_threads()}  # what the task really ran with
         return out
 
     def model(self, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
