@@ -309,3 +309,44 @@ def test_a_two_node_cluster_runs_the_plan_across_both_nodes_with_the_serial_tabl
     assert cells(out) == cells(serial)
     timeline = json.loads((out / "run.json").read_text())["invocations"][-1]["timeline"]
     assert {t["node"].split(" ")[0] for t in timeline} == {"127.0.0.2", "127.0.0.3"}
+
+
+def test_a_cluster_with_token_authentication_takes_a_driver_with_its_token_and_names_it_to_one_without(tmp_path, data_dir):
+    """Ray's token authentication, as the README says to set it: the same RAY_AUTH_MODE and token on the nodes and
+    the driver. A driver without them gets one line naming authentication; with them, the run goes through."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
+    import socket
+    import tempfile
+
+    home = tmp_path / "home"  # the token lives in ~/.ray/auth_token: a home of its own for the cluster and the driver
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"], env=env, check=True,
+                   capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
+                             "--node-ip-address", "127.0.0.2", "--port", str(port), "--include-dashboard=false",
+                             "--disable-usage-stats", "--temp-dir", temp], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = ["run", "--profile", "smoke", "--models", "kachuee", "--attacks", "fgsm", "--modes", "adaptive", "--no-progress",
+               "--executor", "ray", "--ray-address", f"127.0.0.2:{port}", "--device", "cpu"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.2", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        refused = ecgbench(*run, "--out", str(tmp_path / "a"), cache=tmp_path / "cache", data_dir=data_dir)
+        assert refused.returncode == 2
+        assert "the head answers but this driver could not join it" in refused.stderr.splitlines()[-1]
+        assert "most often authentication" in refused.stderr.splitlines()[-1]
+        joined = ecgbench(*run, "--out", str(tmp_path / "b"), cache=tmp_path / "cache", data_dir=data_dir,
+                          env_extra={"HOME": str(home), "RAY_AUTH_MODE": "token"})
+        assert joined.returncode == 0, joined.stderr[-3000:]
+    finally:
+        head.terminate()
+        head.wait(timeout=60)

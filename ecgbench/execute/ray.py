@@ -142,11 +142,12 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def _connect_error(address: str, exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    if "auth" in text.lower() or "token" in text.lower():
-        return (f"--ray-address {address}: the cluster refused this driver's authentication ({type(exc).__name__}); set the "
-                "same RAY_AUTH_MODE on every node and the driver, and with RAY_AUTH_MODE=token the same token (README, Ray clusters)")
-    return f"--ray-address {address}: could not join the Ray cluster there ({type(exc).__name__}: {text[:300]})"
+    """The port answered (`_reachable`), yet the driver could not join: most often authentication (Ray prints
+    `InvalidAuthToken` from its C++ side, not in the exception), else another Ray version."""
+    text = " ".join(str(exc).split())[:300]
+    return (f"--ray-address {address}: the head answers but this driver could not join it ({type(exc).__name__}: {text}); "
+            "most often authentication: RAY_AUTH_MODE (and with token, the same token: ~/.ray/auth_token or RAY_AUTH_TOKEN) "
+            "must be the cluster's on the driver too; else another Ray version than the cluster's")
 
 
 def _probe_nodes(cfg: RunConfig, reg: Any) -> None:
