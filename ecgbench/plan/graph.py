@@ -40,11 +40,19 @@ class Planner:
 
     def __init__(self, cfg: RunConfig, reg: Registry, catalog: Catalog) -> None:
         self.cfg, self.reg, self.catalog = cfg, reg, catalog
+        self._identities: dict[tuple[str, str], list] = {}  # a plugin's source is hashed once per plan
+        self._defences: dict[tuple[str, int], tuple[StaticTask, ...]] = {}
+
+    def identity(self, kind: str, name: str) -> list:
+        """`keys.identity`, memoised: a plan asks for each plugin's once per task, and it reads and hashes its source."""
+        if (kind, name) not in self._identities:
+            self._identities[(kind, name)] = keys.identity(self.reg, kind, name)
+        return self._identities[(kind, name)]
 
     def train(self, dataset: str, model: str, seed: int, statics: tuple[StaticTask, ...] = ()) -> TrainTask:
         """The training of `model` on clean beats, plus the attacked training beats of `statics` if any."""
         data = self.catalog.data(dataset, seed).settings
-        key = keys.train_key(data, keys.identity(self.reg, "models", model), [s.key for s in statics] or None,
+        key = keys.train_key(data, self.identity("models", model), [s.key for s in statics] or None,
                              self.cfg.profile.with_seed(seed))
         return TrainTask(key, dataset, model, seed, tuple(statics))
 
@@ -54,7 +62,7 @@ class Planner:
         p = self.cfg.profile.with_seed(seed)
         a = build_attack(attack, p, self.reg)
         key = keys.static_key(self.catalog.data(dataset, seed).settings, source.key, a.config(),
-                              keys.identity(self.reg, "attacks", a.name), p, bool(getattr(a, "costly", False)))
+                              self.identity("attacks", a.name), p, bool(getattr(a, "costly", False)))
         return StaticTask(key, dataset, attack, a.name, seed, source)
 
     def cell(self, cell: Cell) -> CellTask:
@@ -70,7 +78,9 @@ class Planner:
     def defence(self, dataset: str, seed: int) -> tuple[StaticTask, ...]:
         """The static sets the paper's defence trains on: every attack of the run's that builds, in the run's order
         (an attack whose plugin does not load fails its own cells, and is left out of the defence)."""
-        return tuple(self.static(dataset, a, seed) for a in self.cfg.attacks if self._builds(a, seed))
+        if (dataset, seed) not in self._defences:
+            self._defences[(dataset, seed)] = tuple(self.static(dataset, a, seed) for a in self.cfg.attacks if self._builds(a, seed))
+        return self._defences[(dataset, seed)]
 
     def _builds(self, spec: str, seed: int) -> bool:
         try:
@@ -96,7 +106,7 @@ class Planner:
         defended = cell.training != "clean"
         attacks = [s.attack for s in self.defence(cell.dataset, cell.seed)] if cell.training == "defence" else []
         attacks += [cell.attack] if cell.attack else []
-        plugins = [keys.identity(self.reg, kind, name) for kind, name in
+        plugins = [self.identity(kind, name) for kind, name in
                    [("datasets", cell.dataset), ("models", cell.model), ("models", self.cfg.source_model if defended else None)]
                    + [("attacks", attack_name(a)) for a in dict.fromkeys(attacks)] if name]
         try:
