@@ -36,13 +36,14 @@ from typing import Any
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
 __all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS"]
+           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SOURCE = "ecg-atk-gan"  # paper 2.3: attacks are made against ECG-ATK-GAN's discriminator
 DATA_ENV = "ECGBENCH_DATA"
+SETTINGS = ("datasets", "split", "profile", "seeds", "eps", "source")  # RunConfig.settings(), as run.json names them
 DEFAULT_THREADS = 1  # torch threads a task without --threads, under every executor (execute.scheduler.threads_per_task)
 
 LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps")
@@ -268,6 +269,23 @@ class RunConfig:
 
     def seed_list(self) -> tuple[int, ...]:
         return self.seeds or (self.profile.seed,)
+
+    def settings(self) -> dict[str, Any]:
+        """The run's settings that change its keys, under run.json's names (`SETTINGS`): what two machines
+        must agree on to continue one run."""
+        return {"datasets": self.datasets, "split": self.split, "profile": self.profile.as_dict(),
+                "seeds": list(self.seed_list()), "eps": list(self.eps),
+                "source": self.source_model if "static" in self.modes else None}
+
+    def plugins(self) -> list[tuple[str, str]]:
+        """(kind, name) of every plugin the run uses: its datasets, models, attacks and, with static sets, their source."""
+        from ecgbench.contracts.registry import attack_name
+
+        used = [("datasets", d) for d in self.datasets] + [("models", m) for m in self.models]
+        used += [("attacks", attack_name(a)) for a in self.attacks]
+        if "static" in self.modes:
+            used.append(("models", self.source_model))
+        return sorted(set(used))
 
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

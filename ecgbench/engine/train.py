@@ -147,7 +147,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
                                                       "epoch_seconds": [], "seconds": 0.0}
     deadline = checkpoints.deadline if checkpoints is not None else None
     start = time.perf_counter() - run["seconds"]
-    last_save = [time.perf_counter(), 0]  # when, and after how many epochs of this call
+    saved_at, epochs_unsaved = time.perf_counter(), 0
     for fold, (tr, va) in enumerate(folds):
         if saved and fold < saved["fold"]:
             continue
@@ -209,11 +209,11 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
             if patience is not None and f["since_best"] >= patience:
                 break
             if checkpoints is not None and f["epoch"] < epochs:
-                last_save[1] += 1
+                epochs_unsaved += 1
                 out_of_time = deadline is not None and not deadline.allows(2 * run["epoch_seconds"][-1]) and graphed is not None
-                if out_of_time or last_save[1] >= checkpoints.epochs or time.perf_counter() - last_save[0] >= checkpoints.seconds:
+                if out_of_time or epochs_unsaved >= checkpoints.epochs or time.perf_counter() - saved_at >= checkpoints.seconds:
                     _save(checkpoints, model, optimizers, gen, run, fold, f, start)
-                    last_save[:] = [time.perf_counter(), 0]
+                    saved_at, epochs_unsaved = time.perf_counter(), 0
                     if out_of_time:
                         raise OutOfTime(f"stopped at fold {fold + 1} after epoch {f['epoch']}: time limit")
         del graphed

@@ -21,37 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from ecgbench import __version__, log
-from ecgbench.config.run import EXECUTOR_KEYS, RUN_KEYS, RunConfig, run_config
-from ecgbench.contracts.registry import Registry, attack_name, registry as default_registry
+from ecgbench.config.run import EXECUTOR_KEYS, RUN_KEYS, SETTINGS, RunConfig, run_config
+from ecgbench.contracts.registry import Registry, registry as default_registry
 from ecgbench.execute.runner import Runner
 from ecgbench.execute.scheduler import in_cache, needed
 from ecgbench.plan.graph import Graph
-from ecgbench.plan.keys import identity
+from ecgbench.plan.keys import identities, identity
 from ecgbench.plan.tasks import Task
 from ecgbench.store.bundle import BundleError, difference, read_bundle, write_bundle
 from ecgbench.store.io import atomic_write, meta_path, read_json, write_json
 from ecgbench.store.layout import attacked_path, checkpoint_path, partial_path, read_checkpoint, state_paths
 
-__all__ = ["bundle_run", "unbundle", "configuration", "plugins_of", "Placed"]
+__all__ = ["bundle_run", "unbundle", "configuration", "Placed"]
 
 
 def configuration(run: dict[str, Any]) -> dict[str, Any]:
-    """What must agree for two machines to continue one run: the fields of run.json that change cache keys."""
-    return {k: run.get(k) for k in ("datasets", "split", "profile", "seeds", "eps", "source")}
-
-
-def _config_of(cfg: RunConfig) -> dict[str, Any]:
-    return {"datasets": cfg.datasets, "split": cfg.split, "profile": cfg.profile.as_dict(), "seeds": list(cfg.seed_list()),
-            "eps": list(cfg.eps), "source": cfg.source_model if "static" in cfg.modes else None}
-
-
-def plugins_of(cfg: RunConfig, reg: Registry) -> dict[str, list]:
-    """`kind/name` -> identity (name, distribution, version, source hash) of every plugin the run uses."""
-    used = [("datasets", d) for d in cfg.datasets] + [("models", m) for m in cfg.models]
-    used += [("attacks", attack_name(a)) for a in cfg.attacks]
-    if "static" in cfg.modes:
-        used.append(("models", cfg.source_model))
-    return {f"{kind}/{name}": identity(reg, kind, name) for kind, name in sorted(set(used))}
+    """What must agree for two machines to continue one run: the settings run.json records that change cache keys."""
+    return {k: run.get(k) for k in SETTINGS}
 
 
 def _run_config(run_dir: Path, cache: Path | None, data_dir: Path | None) -> tuple[RunConfig, dict]:
@@ -127,7 +113,7 @@ def bundle_run(run_dir: Path, dest: Path, *, cache: Path | None = None, data_dir
     files.update({f"cache/{p.relative_to(cfg.cache).as_posix()}": p for p in needed_files(cfg, graph, todo, leave_out_under)})
     manifest = write_bundle(Path(dest), files, {
         "ecgbench": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": run.get("command"),
-        "configuration": configuration(run), "plugins": plugins_of(cfg, reg), "cells_left": len(todo),
+        "configuration": configuration(run), "plugins": identities(reg, cfg), "cells_left": len(todo),
         "leave_out_under": leave_out_under})
     return {**manifest, "size": Path(dest).stat().st_size}
 
@@ -159,7 +145,7 @@ def unbundle(file: Path, out: Path, cache: Path, *, expect: RunConfig | None = N
         if (out / "run.json").exists():
             _check_same(file, theirs, configuration(read_json(out / "run.json")), f"the run in {out}")
         if expect is not None:
-            _check_same(file, theirs, _config_of(expect), "this command")
+            _check_same(file, theirs, expect.settings(), "this command")
         placed = Placed(manifest=m)
         for name in staged.names():
             top, rel = name.split("/", 1)

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from ecgbench.engine.progress import Deadline
-from ecgbench.execute.scheduler import Outcome, pin_threads, schedule, threads_per_task
+from ecgbench.execute.scheduler import Outcome, schedule
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.graph import RunConfig, Task
 
@@ -18,7 +18,6 @@ __all__ = ["run_serial", "run_jobs"]
 
 def run_serial(tasks: list[Task], cfg: RunConfig, worker: Worker, outcome: Outcome) -> None:
     """Run the tasks one after another in this process, with `worker` (which keeps its models between tasks)."""
-    pin_threads(threads_per_task(cfg))
     results: dict[int, dict] = {}
 
     def run_now(task: Task) -> int:
@@ -31,11 +30,10 @@ def run_serial(tasks: list[Task], cfg: RunConfig, worker: Worker, outcome: Outco
 _WORKER: Any = None
 
 
-def _init_worker(cfg: RunConfig, threads: int, log_level: str) -> None:
+def _init_worker(cfg: RunConfig, log_level: str) -> None:
     global _WORKER
     os.environ["ECGBENCH_LOG"] = log_level
-    pin_threads(threads)
-    _WORKER = Worker(cfg)
+    _WORKER = Worker(cfg)  # it pins torch's threads
 
 
 def _run_in_worker(task: Task) -> dict:
@@ -50,7 +48,7 @@ def run_jobs(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
     jobs = max(1, cfg.jobs)
     # spawn, not fork: a forked child of a process that already ran torch can deadlock in its thread pools
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg, threads_per_task(cfg), os.environ.get("ECGBENCH_LOG", "normal")))
+                               initargs=(cfg, os.environ.get("ECGBENCH_LOG", "normal")))
     try:
         def finished(handles: list[Any]) -> list[tuple[Any, dict]]:
             done, _ = wait(handles, return_when=FIRST_COMPLETED)

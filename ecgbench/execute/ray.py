@@ -19,7 +19,7 @@ from typing import Any
 from ecgbench import log
 from ecgbench.contracts.registry import registry
 from ecgbench.engine.progress import Deadline
-from ecgbench.execute.scheduler import Outcome, pin_threads, schedule, threads_per_task
+from ecgbench.execute.scheduler import Outcome, schedule, threads_per_task
 from ecgbench.config.run import RunConfig
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.tasks import Task
@@ -29,13 +29,12 @@ __all__ = ["run_ray", "probe", "node_lacks"]
 _WORKERS: dict[str, Any] = {}
 
 
-def _task(cfg: RunConfig, threads: int, task: Task) -> dict:
-    """Runs in a Ray worker: one `Worker` per configuration, kept for the tasks that follow."""
+def _task(cfg: RunConfig, task: Task) -> dict:
+    """Runs in a Ray worker: one `Worker` per configuration (it pins torch's threads), kept for the tasks that follow."""
     import ray
 
     from ecgbench.store.io import cache_key
 
-    pin_threads(threads)
     key = cache_key(repr(cfg))
     if key not in _WORKERS:
         _WORKERS.clear()
@@ -77,26 +76,16 @@ def probe(cfg: RunConfig, token: str) -> dict:
     """What one node sees: its name, the plugins at their versions, the data, and the driver's token in the shared folders."""
     import ray
 
-    from ecgbench.plan.keys import identity
+    from ecgbench.plan.keys import identities
 
     shared = {what: (Path(path) / PROBE_FILE).read_text() == token if (Path(path) / PROBE_FILE).exists() else False
               for what, path in (("cache", cfg.cache), ("results", cfg.out))}
     return {"node": _node_name(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()),
-            "host": socket.gethostname(), "plugins": {k: identity(registry, *k.split("/", 1)) for k in _plugins(cfg)},
+            "host": socket.gethostname(), "plugins": identities(registry, cfg),
             "data": _data_files(cfg, registry), "shared": shared}
 
 
 PROBE_FILE = ".ecgbench-probe"
-
-
-def _plugins(cfg: RunConfig) -> list[str]:
-    from ecgbench.contracts.registry import attack_name
-
-    used = [f"datasets/{d}" for d in cfg.datasets] + [f"models/{m}" for m in cfg.models]
-    used += [f"attacks/{attack_name(a)}" for a in cfg.attacks]
-    if "static" in cfg.modes:
-        used.append(f"models/{cfg.source_model}")
-    return sorted(set(used))
 
 
 def _init(cfg: RunConfig) -> bool:
@@ -156,7 +145,7 @@ def _probe_nodes(cfg: RunConfig, reg: Any) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from ecgbench.plan.keys import identity
+    from ecgbench.plan.keys import identities
     from ecgbench.store.io import atomic_write
 
     token = os.urandom(8).hex()
@@ -170,7 +159,7 @@ def _probe_nodes(cfg: RunConfig, reg: Any) -> None:
     finally:
         for folder in (cfg.cache, cfg.out):
             (Path(folder) / PROBE_FILE).unlink(missing_ok=True)
-    ours = {k: identity(reg, *k.split("/", 1)) for k in _plugins(cfg)}
+    ours = identities(reg, cfg)
     data = _data_files(cfg, reg)
     for report in reports:
         lacks = node_lacks(cfg, report, ours, data)
@@ -219,7 +208,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
                                       "summary": f"FAILED: ray worker lost ({type(exc).__name__})"}))
             return out
 
-        schedule(tasks, lambda t: remote.remote(cfg_ref, threads, t), finished, outcome, slots, Deadline.of(cfg.deadline))
+        schedule(tasks, lambda t: remote.remote(cfg_ref, t), finished, outcome, slots, Deadline.of(cfg.deadline))
     finally:
         if started:
             ray.shutdown()

@@ -130,12 +130,8 @@ class Runner:
         wall = time.time() - started
         cfg = self.cfg
         manifest = {
-            "command": cfg.command,
-            "datasets": cfg.datasets, "models": cfg.models, "attacks": cfg.attacks,
-            "modes": list(cfg.modes), "split": cfg.split,
-            "source": cfg.source_model if "static" in cfg.modes else None,
-            "seeds": list(cfg.seed_list()), "eps": list(cfg.eps),
-            "profile": cfg.profile.as_dict(),
+            "command": cfg.command, "models": cfg.models, "attacks": cfg.attacks, "modes": list(cfg.modes),
+            **cfg.settings(),
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
                          "tasks_per_gpu": cfg.tasks_per_gpu},
             "config": cfg.extra,

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ecgbench.config.profiles import Profile
+from ecgbench.config.run import RunConfig
 from ecgbench.contracts.registry import Registry, RegistryError
 from ecgbench.store.io import cache_key
 
-__all__ = ["code_hash", "identity", "train_key", "static_key", "cell_key"]
+__all__ = ["code_hash", "identity", "identities", "train_key", "static_key", "cell_key"]
 
 
 def code_hash(obj: Any) -> str:
@@ -33,6 +34,11 @@ def identity(reg: Registry, kind: str, name: str) -> list:
         return [name, entry.dist.lower().replace("_", "-"), entry.version, code_hash(reg.get(kind, name))]
     except RegistryError:
         return [name, "unloadable"]
+
+
+def identities(reg: Registry, cfg: RunConfig) -> dict[str, list]:
+    """`kind/name` -> identity of every plugin the run uses (what a bundle and the Ray probe compare between machines)."""
+    return {f"{kind}/{name}": identity(reg, kind, name) for kind, name in cfg.plugins()}
 
 
 def _train_profile(p: Profile) -> list:
