@@ -44,6 +44,27 @@ def test_a_second_run_reuses_checkpoints_and_attacked_sets(first_run, data_dir):
         assert a["correct"] == b["correct"], name
 
 
+
+def test_a_run_stopped_just_after_writing_a_cell_counts_it(first_run, data_dir, monkeypatch):
+    """A signal between a cell's write and the driver's count: run.json counts what is on disk."""
+    from ecgbench.execute.scheduler import Outcome
+
+    root, _, _ = first_run
+    count = Outcome.add
+
+    def interrupted(self, task, result):
+        if task.kind == "cell":
+            raise KeyboardInterrupt  # the cell's file is written; the driver has not counted it yet
+        count(self, task, result)
+
+    monkeypatch.setattr(Outcome, "add", interrupted)
+    out = root / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        Runner(_config(root, data_dir, root / "cache", out=out)).run()
+    written = list((out / "cells").rglob("*.json"))
+    last = json.loads((out / "run.json").read_text())["invocations"][-1]
+    assert len(written) == 1 and last["stopped"] == "KeyboardInterrupt" and last["cells_computed"] == 1
+
 def test_white_box_attack_hurts_more_than_a_transferred_one(first_run):
     root, _, _ = first_run
     cells = root / "out" / "cells" / "mitbih" / "kachuee"

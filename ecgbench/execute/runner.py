@@ -77,6 +77,10 @@ class Runner:
                 failures.append(f"{task.label}: {old.get('error')}")
         return todo, failures
 
+    def _finished(self, todo: list) -> int:
+        """How many of the cells in `todo` are now done on disk."""
+        return sum(read_done(Path(t.path), t.cell_key, False) is not None for t in todo)
+
     def _other_weights(self, task: CellTask, record: dict) -> bool:
         """Whether `record` was computed from other weights than the cached checkpoint of its training."""
         if task.train is None or "weights" not in record:
@@ -111,6 +115,8 @@ class Runner:
                 if not outcome.stopped:
                     execute(graph, stale, self.cfg, worker, outcome)
             except BaseException as exc:  # stopped: the invocation is still recorded, with what it finished
+                # a cell written just before the signal is on disk but not yet counted: disk is the truth
+                outcome.computed = max(outcome.computed, self._finished(todo))
                 self._manifest(started, outcome, n_cells - len(todo), kept_failures + outcome.failures,
                                stopped=type(exc).__name__)
                 raise
