@@ -267,7 +267,11 @@ def two_nodes(tmp_path_factory):
         s.bind(("127.0.0.2", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    plugin = _node_loss_plugin(tmp_path_factory.mktemp("plugin"))
+    marker = tmp_path_factory.mktemp("marker") / "lost"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")])),
+           "ECGBENCH_TEST_LOSE_NODE": "127.0.0.3", "ECGBENCH_TEST_LOSE_MARKER": str(marker)}
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", "1", "--disable-usage-stats", "--block"]
     head = subprocess.Popen([*ray_cli, "--head", "--node-ip-address", "127.0.0.2", "--port", str(port),
                              "--include-dashboard=false", "--temp-dir", temp], env=env,
@@ -288,7 +292,7 @@ def two_nodes(tmp_path_factory):
             time.sleep(1)
         else:
             pytest.fail("the two-node Ray cluster did not come up in 120 s")
-        yield address
+        yield {"address": address, "env": {k: env[k] for k in ("PYTHONPATH", "ECGBENCH_TEST_LOSE_MARKER")}}
     finally:
         for proc in reversed(nodes):
             proc.terminate()
@@ -302,13 +306,44 @@ def two_nodes(tmp_path_factory):
 def test_a_two_node_cluster_runs_the_plan_across_both_nodes_with_the_serial_tables(serial, two_nodes, tmp_path, data_dir):
     """The README's recipe on two nodes: the probe checks both, tasks run on both, the cells equal the serial run's."""
     out = tmp_path / "out"
-    res = ecgbench(*MATRIX, "--executor", "ray", "--ray-address", two_nodes, "--device", "cpu", "--out", str(out),
+    res = ecgbench(*MATRIX, "--executor", "ray", "--ray-address", two_nodes["address"], "--device", "cpu", "--out", str(out),
                    cache=tmp_path / "cache", data_dir=data_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"ray: 2 node\(s\) checked: 127\.0\.0\.2 \([0-9a-f]{8}\), 127\.0\.0\.3 \([0-9a-f]{8}\)", res.stderr)
     assert cells(out) == cells(serial)
     timeline = json.loads((out / "run.json").read_text())["invocations"][-1]["timeline"]
     assert {t["node"].split(" ")[0] for t in timeline} == {"127.0.0.2", "127.0.0.3"}
+
+
+def _node_loss_plugin(folder: Path) -> Path:
+    """A made-up installed distribution whose model `loses-its-node` is tests/node_loss_plugin.py's (on PYTHONPATH)."""
+    import shutil
+
+    shutil.copy(Path(__file__).with_name("node_loss_plugin.py"), folder)
+    info = folder / "ecgbench_test_node_loss-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ecgbench-test-node-loss\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[ecgbench.models]\nloses-its-node = node_loss_plugin:LosesItsNode\n")
+    return folder
+
+
+def test_a_node_lost_mid_task_is_retried_on_the_other_recorded_as_attempt_2_and_kept_out_of_the_log(two_nodes, tmp_path,
+                                                                                                   data_dir):
+    """A worker node dies while it trains (its raylet killed): Ray retries the task on the head, the timeline records
+    attempt 2 there, the run ends complete, and Ray's report of the dead node stays out of ecgbench's output.
+    Two seeds: two trainings start at once, one on each one-CPU node. Runs last: the cluster has one node after it."""
+    out = tmp_path / "out"
+    res = ecgbench("run", "--dataset", "mitbih", "--models", "loses-its-node", "--attacks", "fgsm", "--modes", "adaptive",
+                   "--profile", "smoke", "--seeds", "0,1", "--threads", "1", "--no-progress", "--executor", "ray",
+                   "--ray-address", two_nodes["address"], "--device", "cpu", "--out", str(out), cache=tmp_path / "cache",
+                   data_dir=data_dir, env_extra=two_nodes["env"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert Path(two_nodes["env"]["ECGBENCH_TEST_LOSE_MARKER"]).exists()  # the node was lost
+    inv = json.loads((out / "run.json").read_text())["invocations"][-1]
+    retried = [t for t in inv["timeline"] if t["attempt"] == 2]
+    assert [t["kind"] for t in retried] == ["train"] and retried[0]["node"].startswith("127.0.0.2 ")
+    assert inv["cells_computed"] == 4 and not inv["failures"]
+    assert "raylet" not in res.stderr.lower() and len(res.stderr.splitlines()) < 40, res.stderr
 
 
 def test_a_cluster_with_token_authentication_takes_a_driver_with_its_token_and_names_it_to_one_without(tmp_path, data_dir):
