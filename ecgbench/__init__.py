@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["__version__", "load_split", "train", "attack", "score", "Split", "Trained", "Attacked"]
+__all__ = ["__version__", "load_split", "train", "attack", "score", "evaluate", "load_model", "Split", "Trained", "Attacked",
+           "Evaluation"]
 
 
 def __getattr__(name: str) -> Any:

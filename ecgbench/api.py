@@ -14,6 +14,7 @@ writing a results folder. Checkpoints go to the cache (`cache_dir`, else ECGBENC
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ecgbench.plan.cells import Cell
 from ecgbench.plan.graph import Planner
 from ecgbench.plan.tasks import TrainTask
 
-__all__ = ["Split", "Trained", "Attacked", "load_split", "train", "attack", "score"]
+__all__ = ["Split", "Trained", "Attacked", "Evaluation", "load_split", "train", "attack", "score", "evaluate", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,86 @@ def score(trained: Trained, attack: str | None = None, *, eps: float | None = No
 def _planner(data: Split) -> Planner:
     w = data.worker
     return Planner(w.cfg, registry, w.catalog)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An outside model's evaluation: its results folder, its leaderboard row, its cell records and failures."""
+
+    out: Path
+    row: dict
+    cells: list[dict]
+    failures: list[str]
+
+
+def evaluate(model: str | type | torch.nn.Module, checkpoint: str | Path | None = None, *, name: str | None = None,
+             dataset: str = "mitbih", split: str = "random", attacks: str = "all", profile: str = "quick",
+             seed: int | None = None, eps: str | None = None, out: str | Path | None = None, transform: str = "none",
+             expects: dict | None = None, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+             device: str = "auto", threads: int | None = None, progress: bool = False, command: str = "") -> Evaluation:
+    """Evaluate a model trained elsewhere on the board's beats, attacks and budgets, without retraining it.
+
+    `model`: a `torch.nn.Module` (its architecture is copied and its weights saved as the checkpoint), a class,
+    or `path/to/file.py:Class` / `package.module:Class` with `checkpoint` (a state_dict file). Writes the same
+    cell files and report as `ecgbench run` into `out`, so `ecgbench merge` puts the row on any board of the same
+    profile and split. `transform` adapts the dataset's beats to the model (`zscore`); `expects` (window, rate,
+    value_range) is checked against the dataset's.
+    """
+    from ecgbench.config.run import run_config as resolve
+    from ecgbench.contracts.outside import check_expects, load_into, network, outside
+    from ecgbench.execute.runner import Runner
+    from ecgbench.report.tables import leaderboard, load_cells
+    from ecgbench.report.write import write_report
+
+    options = {"datasets": dataset, "models": "all", "attacks": attacks, "modes": "adaptive", "split": split,
+               "profile": profile, "seeds": None if seed is None else str(seed), "eps": eps,
+               "data_dir": None if data_dir is None else str(data_dir),
+               "cache_dir": None if cache_dir is None else str(cache_dir), "device": device, "threads": threads}
+    if isinstance(model, torch.nn.Module) and checkpoint is None:
+        checkpoint = _save_given(model, run_config(options, progress=False).cache)
+    if checkpoint is None:
+        raise ValueError("evaluate: give the checkpoint of the model class (a state_dict file)")
+    spec = outside(model, checkpoint, name=name, transform=transform, expects=expects)
+    ds = registry.get("datasets", dataset)
+    check_expects(spec, ds)  # before any work: beats it was not trained for, or a checkpoint that does not fit
+    load_into(spec, network(spec, len(ds.classes), ds.window))
+    options["out"] = str(out) if out is not None else f"runs/evaluate-{spec.name}-{dataset}-{profile}"
+    cfg = resolve(options, command=command or f"ecgbench.evaluate({spec.target!r})", progress=progress, outside=(spec,))
+    manifest = Runner(cfg).run()
+    write_report(cfg.out)
+    cells = load_cells(cfg.out)
+    board = leaderboard(cells)
+    mine = board[board["model"] == spec.name] if not board.empty else board
+    row = mine.iloc[0].to_dict() if len(mine) else {}
+    return Evaluation(cfg.out, row, [c for c in cells if c["cell"]["model"] == spec.name], manifest["failures"])
+
+
+def _save_given(model: torch.nn.Module, cache: Path) -> Path:
+    """A module given in Python: its state_dict saved once in the cache, named by its content, as its checkpoint."""
+    import io
+
+    from ecgbench.store.io import atomic_write
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    data = buf.getvalue()
+    path = cache / "outside" / f"{type(model).__name__.lower()}-{hashlib.sha256(data).hexdigest()[:16]}.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+def load_model(model: str, *, dataset: str = "mitbih", split: str = "random", seed: int = 0, profile: str | None = None,
+               zoo_dir: str | Path | None = None) -> torch.nn.Module:
+    """A trained model of the zoo (`ecgbench zoo` lists them), in eval mode on the CPU, its file verified first.
+
+    `model` is a registered model name (`kachuee`) or a zoo entry's full name (`kachuee-mitbih-random-quick-seed0`);
+    `profile` None takes the longest-trained one there is."""
+    from ecgbench.store import zoo
+
+    named = [e for e in zoo.entries(zoo_dir) if e["name"] == model]
+    entry = named[0] if named else zoo.find(model, dataset=dataset, split=split, seed=seed, profile=profile, folder=zoo_dir)
+    net = registry.get("models", entry["model"])(len(entry["classes"]), entry["window"])
+    net.load_state_dict(zoo.read_state(entry, zoo_dir))
+    return net.eval()

@@ -12,8 +12,8 @@ import ecgbench
 
 ROOT = Path(ecgbench.__file__).parent
 # Each folder (and leaf module) may import only those before it.
-LAYERS = ["log", "metrics", "store", "contracts", "config", "data", "engine", "plan", "execute", "report", "kit", "cli",
-          "api", "__main__", "__init__"]
+LAYERS = ["log", "metrics", "store", "contracts", "config", "data", "engine", "plan", "execute", "report", "kit", "api", "cli",
+          "__main__", "__init__"]  # the CLI is a shell over the public API (api.evaluate)
 MAX_LINES = 400
 
 

@@ -257,7 +257,9 @@ def parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_profiles)
 
     from ecgbench.cli.commands import add_report_commands  # export, merge and hook plugins' sub-commands
+    from ecgbench.cli.evaluate import add_evaluate_commands  # evaluate, zoo
 
+    add_evaluate_commands(sub)
     add_report_commands(sub)
     return p
 

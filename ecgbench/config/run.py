@@ -259,6 +259,7 @@ class RunConfig:
     time_limit: float | None = None  # seconds (`--time-limit`), recorded in run.json
     deadline: float | None = None  # time.time() by which tasks stop (from `--time-limit`); None: no limit
     checkpoint_seconds: float = 300.0  # a running training saves its state at least this often (and every 5 epochs)
+    outside: tuple = ()  # `ecgbench.contracts.outside.Outside`s: trained elsewhere, evaluated as they are
     # provenance
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # the resolved configuration, for run.json
@@ -340,7 +341,7 @@ def check_executor(cfg: RunConfig) -> None:
 
 def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, command: str = "", force: bool = False,
                retry_failed: bool = False, progress: bool = True, verbose: bool = False, time_limit: str | float | None = None,
-               checkpoint_every: str | float | None = None) -> RunConfig:
+               checkpoint_every: str | float | None = None, outside: tuple = ()) -> RunConfig:
     """The checked run configuration: defaults < profile < `config_file` < `given` (the command line's options).
 
     `given` uses the file's key names (`datasets`, `data_dir`, `jobs`, ...); None means "not given".
@@ -350,6 +351,7 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
     `time_limit` (`--time-limit`, e.g. "2h"): the run stops itself in time, counted from now
     (`deadline_for`). `checkpoint_every` (`--checkpoint-every`, default 5m): how often a running
     training or attack saves its state at the least (a training also every 5 epochs; 0: every epoch).
+    `outside`: trained models from elsewhere (`ecgbench.contracts.outside`), the run's models instead of `models`.
     """
     limit = None if time_limit is None else parse_duration("--time-limit", time_limit)
     every = 300.0 if checkpoint_every is None else parse_duration("--checkpoint-every", checkpoint_every)
@@ -360,7 +362,7 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
     file_cfg = read_run_config(config_file) if config_file else {}
     o = merge_config(file_cfg, given)
     datasets = registry.select("datasets", o["datasets"])
-    models = registry.select("models", o["models"])
+    models = [m.name for m in outside] if outside else registry.select("models", o["models"])
     attacks = registry.select("attacks", o["attacks"]) if o["attacks"] else []
     for option, chosen, asked in (("--dataset", datasets, o["datasets"]), ("--models", models, o["models"])):
         if not chosen:
@@ -379,6 +381,8 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
                     tasks_per_gpu=o["tasks_per_gpu"], force=force, retry_failed=retry_failed, progress=progress,
                     verbose=verbose, command=command, time_limit=limit,
                     deadline=None if limit is None else deadline_for(limit), checkpoint_seconds=every,
-                    extra={"options": o, "config_file": str(config_file) if config_file else None, "config": file_cfg})
+                    outside=tuple(outside),
+                    extra={"options": o, "config_file": str(config_file) if config_file else None, "config": file_cfg,
+                           **({"outside": [m.describe() | {"name": m.name} for m in outside]} if outside else {})})
     check_executor(cfg)
     return cfg

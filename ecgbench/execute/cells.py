@@ -21,6 +21,7 @@ from ecgbench.contracts.errors import Known, one_line
 from ecgbench.data.catalog import eval_index
 from ecgbench.engine.attack import batched, generate
 from ecgbench.engine.progress import OutOfTime
+from ecgbench.engine.sanity import check_model
 from ecgbench.engine.detect import DetectorAware
 from ecgbench.engine.train import predict
 from ecgbench.execute.context import Context
@@ -73,10 +74,13 @@ def evaluate(w: Context, task: CellTask) -> dict:
     clean_pred = _logits(w, net, x_clean, cell.model, ctx.n_classes).argmax(1)
     result: dict[str, Any] = {"train": info, "checkpoint": task.train.key, "weights": weights, "classes": list(ds.classes),
                               "trained_on": task.train.trained_on}
+    if "outside" in info:  # trained elsewhere: its class, checkpoint and checksum
+        result.update(outside=info["outside"], trained_on="elsewhere, evaluated as given")
     if sub is not None:
         result["eval_index"] = sub.tolist()
     if cell.mode == "clean":
         x_eval = x_clean
+        result["sanity"] = check_model(net, x_clean, y, w.device)  # the row's flags (AutoAttack's checks)
     elif cell.mode == "static":
         static = w.static_set(task.static)
         x_eval = static["test"]

@@ -25,6 +25,7 @@ import torch
 from ecgbench import log
 from ecgbench.config.run import RunConfig, check_executor
 from ecgbench.contracts.registry import Registry, registry as default_registry
+from ecgbench.contracts.outside import with_outside
 from ecgbench.data.catalog import Catalog
 from ecgbench.engine.accel import resolve_device
 from ecgbench.execute.local import run_jobs, run_serial
@@ -44,7 +45,7 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, reg: Registry | None = None) -> None:
         self.cfg = cfg
-        self.reg = reg or default_registry
+        self.reg = with_outside(reg or default_registry, cfg.outside)  # models trained elsewhere, if any
         self.device = resolve_device(cfg.device)
         self.catalog = Catalog(self.reg, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
         self.trainings = 0  # models fitted (not served from cache) by this run

@@ -1,11 +1,15 @@
 """The training task: a model fitted on clean beats (or clean + a static set), checkpointed in the verified cache."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
 from ecgbench import log
-from ecgbench.contracts.base import Beats
+from ecgbench.contracts.base import Beats, PluginError
+from ecgbench.contracts.outside import Outside, check_expects, load_into, outside_of
 from ecgbench.engine.accel import accelerate
 from ecgbench.engine.train import fit
 from ecgbench.execute.context import Context
@@ -26,9 +30,12 @@ def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
     ctx, p = w.catalog.data(task.dataset, task.seed), w.cfg.profile.with_seed(task.seed)
     cls = w.reg.get("models", task.model)
     path = checkpoint_path(w.cfg.cache, task.model, task.key)
+    spec = outside_of(w.cfg.outside, task.model)
     with entry_lock(path):
         found = verified(read_checkpoint, path)
-        if found is None:
+        if found is None and spec is not None:
+            found = _take_outside(spec, task, cls(ctx.n_classes, ctx.dataset.window), ctx.dataset, path)
+        elif found is None:
             statics = [w.static_set(s) for s in task.statics]
             torch.manual_seed(p.seed)
             s = ctx.splits
@@ -48,6 +55,19 @@ def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
     net = cls(ctx.n_classes, ctx.dataset.window)
     net.load_state_dict(state)
     return accelerate(net.to(w.device), w.device).eval(), info, weights  # CUDA's fast path; the CPU keeps the plain model
+
+
+def _take_outside(spec: Outside, task: TrainTask, net: torch.nn.Module, dataset: Any, path: Path) -> tuple[dict, dict, str]:
+    """An outside model's "training": its checkpoint, checked and loaded as it is, kept in the cache like a trained one."""
+    if task.statics:
+        raise PluginError(f"model {spec.name} comes from outside and is not retrained: no static or defence cells for it")
+    check_expects(spec, dataset)
+    load_into(spec, net.net)
+    info = {"outside": spec.describe(), "n_params": sum(p.numel() for p in net.net.parameters()), "seconds": 0.0}
+    state = net.state_dict()
+    weights = save_checkpoint(path, state, info)
+    log.info(f"{spec.name}: checkpoint {Path(spec.checkpoint).name} (SHA-256 {spec.sha256[:16]}) loaded as it is, not retrained")
+    return state, info, weights
 
 
 def _log_epoch(model: str, r: dict) -> None:

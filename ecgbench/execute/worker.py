@@ -17,6 +17,7 @@ import torch
 from ecgbench.config.run import RunConfig
 from ecgbench.contracts.errors import one_line
 from ecgbench.contracts.registry import Registry, registry as default_registry
+from ecgbench.contracts.outside import with_outside
 from ecgbench.data.catalog import Catalog
 from ecgbench.engine.accel import resolve_device
 from ecgbench.engine.progress import OutOfTime
@@ -34,7 +35,7 @@ class Worker:
 
     def __init__(self, cfg: RunConfig, reg: Registry | None = None, catalog: Catalog | None = None) -> None:
         self.cfg = cfg
-        self.reg = reg or default_registry
+        self.reg = with_outside(reg or default_registry, cfg.outside)  # models trained elsewhere, if any
         self.catalog = catalog or Catalog(self.reg, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
         self.device = resolve_device(cfg.device)
         pin_threads(threads_per_task(cfg))  # the same count under every executor and in the Python API

@@ -100,7 +100,10 @@ def merge_runs(runs: Sequence[Path], out: Path) -> list[Path]:
         manifests.append(read_json(r / "run.json"))
     base = settings(manifests[0])
     for r, m in zip(runs[1:], manifests[1:]):
-        diff = difference(base, settings(m))
+        mine = settings(m)
+        if base.get("source") is None or mine.get("source") is None:  # a run without static cells has no source
+            mine = {**mine, "source": base.get("source")}
+        diff = difference(base, mine)
         if diff:
             raise ValueError(f"cannot merge {runs[0]} and {r}: their settings differ in {diff}")
     if out.resolve() in {r.resolve() for r in runs}:

@@ -37,6 +37,8 @@ def robust_bars(cells: list[dict], dataset: str):
 
     plt = _plt()
     board = leaderboard(cells)
+    if board.empty:  # every cell failed: nothing to draw
+        return None
     board = board[board["dataset"] == dataset]
     rs = [r for r in results(cells) if r.dataset == dataset]
     attacks = list(dict.fromkeys(r.attack for r in rs if r.attack))

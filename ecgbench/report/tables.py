@@ -20,6 +20,7 @@ import pandas as pd
 
 from ecgbench import metrics
 from ecgbench.config.run import MODES
+from ecgbench.report.flags import explain, row_flags
 from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, classes_of, load_cells, not_converged, results,
                             validation_score, worst_case)
 
@@ -110,6 +111,11 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
             _summ(col, [w.correct for w in worst], row)
             if any(w.intersected for w in worst):
                 notes.append(f"{col}: over the {len(worst[0].beats)} beats every attack scored")
+        checked = [f for f in (row_flags(part) for part in seeds.values()) if f is not None]
+        raised = sorted({f for part_flags in checked for f in part_flags})
+        row["flags"] = ", ".join(raised) if raised else "none" if checked else "not checked"
+        if raised:
+            notes.append(explain(raised))
         row["notes"] = "; ".join(notes)
         for a in attacks:
             for mode in MODES:
@@ -167,6 +173,7 @@ def headline(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
                 continue  # e.g. no model with a detector, or a run without static cells
             row[label] = _fmt(r, col)
         row["beats"] = str(int(r["clean n"])) if not pd.isna(r.get("clean n")) else "—"
+        row["flags"] = r.get("flags") or "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -247,7 +254,9 @@ HEADLINE_NOTE = (
     "set, tested on its static test set) is the static table below, with no worst case across its models. Brackets: "
     "95 % bootstrap interval over test beats; `±`: standard deviation over seeds where the run has several. A model "
     "whose validation balanced accuracy closes less than a third of the gap from chance (1/K) to 1 is marked not "
-    "converged and not ranked."
+    "converged and not ranked. **flags**: AutoAttack's sanity checks (zero-gradients, randomised, probabilities, "
+    "black-box-stronger; explained under the table where raised): a flagged row keeps its numbers, which may "
+    "overstate its robustness; `not checked`: cells computed before the checks existed."
 )
 
 
