@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Beats", "Dataset", "Model", "Attack", "PluginError"]
+__all__ = ["Beats", "Dataset", "Model", "Attack", "Defence", "PluginError"]
 
 
 def __getattr__(name: str) -> Any:

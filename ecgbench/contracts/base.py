@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch.nn as nn
 
-__all__ = ["Beats", "Dataset", "Model", "Attack", "PluginError"]
+__all__ = ["Beats", "Dataset", "Model", "Attack", "Defence", "PluginError"]
 
 
 class PluginError(RuntimeError):
@@ -177,3 +177,30 @@ class Attack:
     def __call__(self, model: Any, x: Any, y: Any, value_range: tuple[float, float]) -> Any:
         """Return adversarial beats for torch tensors `x` [batch, 1, window] and labels `y` on the model's device."""
         return getattr(self, f"run_{self.backend}")(model, x, y, value_range)
+
+
+class Defence:
+    """A change to how any model trains (adversarial training), named after the model: `kachuee+pgd-at`.
+
+    One configured defence per defended model class: `step(model, x, y, optimizers)` replaces the standard
+    cross-entropy step with the defence's (the model's own optimisers, the same batches, folds and seeds),
+    and returns the batch loss, detached. `defaults` are its parameters, recorded in every cell trained
+    with it and hashed into the keys. A model that brings its own `training_step` (a GAN) cannot be combined.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise PluginError(f"defence {self.name!r} takes no parameter {', '.join(sorted(unknown))}; "
+                              f"it takes {', '.join(self.defaults)}")
+        self.params = {**self.defaults, **params}
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the trained model; hashed into the keys and recorded in every cell."""
+        return {"name": self.name, **self.params}
+
+    def step(self, model: nn.Module, x: Any, y: Any, optimizers: list) -> Any:
+        raise NotImplementedError

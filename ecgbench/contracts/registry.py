@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, distributions
 from typing import Any, Iterable
 
-KINDS = ("datasets", "models", "attacks")
+from ecgbench.contracts.defended import SEPARATOR, defended, split
+
+KINDS = ("datasets", "models", "attacks", "defences")
 ENV_VAR = "ECGBENCH_PLUGINS"
 
 __all__ = ["KINDS", "ENV_VAR", "Entry", "Registry", "RegistryError", "registry", "parse_attack", "attack_name"]
@@ -107,6 +109,11 @@ class Registry:
         return sorted(self._index(kind))
 
     def entry(self, kind: str, name: str) -> Entry:
+        """The entry of `name` (for a defended model `kachuee+pgd-at`, the model's; `defence_of` names the other)."""
+        if kind == "models":
+            name, defence = split(name)
+            if defence is not None:
+                self.entry("defences", defence)
         index = self._index(kind)
         if name not in index:
             known = ", ".join(sorted(index)) or "(none registered)"
@@ -116,7 +123,11 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         key = (kind, name)
         if key not in self._loaded:
-            self._loaded[key] = self.entry(kind, name).load()
+            base, defence = split(name) if kind == "models" else (name, None)
+            if defence is None:
+                self._loaded[key] = self.entry(kind, name).load()
+            else:
+                self._loaded[key] = defended(self.get("models", base), self.get("defences", defence), name)
         return self._loaded[key]
 
     def select(self, kind: str, patterns: str | Iterable[str]) -> list[str]:
@@ -127,7 +138,11 @@ class Registry:
         for pattern in (p.strip() for p in patterns):
             if not pattern:
                 continue
-            base, suffix = _split_suffix(pattern)
+            if kind == "models":  # `kach*+pgd-at`: every matching model under the defence
+                base, defence = split(pattern)
+                suffix = "" if defence is None else SEPARATOR + self.entry("defences", defence).name  # unknown: one line
+            else:
+                base, suffix = _split_suffix(pattern)
             matched = names if base == "all" else fnmatch.filter(names, base)
             if not matched:
                 raise RegistryError(f"no {kind[:-1]} matches {base!r}; registered: {', '.join(names) or '(none)'}")

@@ -46,7 +46,8 @@ def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
                          seed=p.seed, progress=log.interactive() and w.cfg.progress, patience=p.patience,
                          on_epoch=lambda r, m=task.model: _log_epoch(m, r), checkpoints=checkpoints(w, path, f"the training of {task.model} on {task.dataset}"))
             w.trainings += 1
-            found = (result.state, result.info, save_checkpoint(path, result.state, result.info))
+            info = {**result.info, **({"defence": cls.defence} if hasattr(cls, "defence") else {})}  # its parameters
+            found = (result.state, info, save_checkpoint(path, result.state, info))
             drop_state(path)
             on = "" if not task.statics else f" ({task.trained_on})"
             log.info(f"trained {task.model} on {task.dataset}{on}: val balanced accuracy "

@@ -13,7 +13,7 @@ from ecgbench.contracts.registry import Registry, RegistryError, registry as def
 
 __all__ = ["check_plugin", "KINDS"]
 
-KINDS = {"dataset": "datasets", "model": "models", "attack": "attacks"}
+KINDS = {"dataset": "datasets", "model": "models", "attack": "attacks", "defence": "defences"}
 
 
 def check_plugin(kind: str, name: str, data_dir: Path, reg: Registry | None = None,
@@ -40,6 +40,8 @@ def check_plugin(kind: str, name: str, data_dir: Path, reg: Registry | None = No
         checks = testing.dataset_checks(cls, data_dir)
     elif kind == "model":
         checks = testing.model_checks(cls, name=name)
+    elif kind == "defence":  # the model checks (one training step included) of Kachuee under the defence
+        checks = testing.model_checks(reg.get("models", f"kachuee+{name}"), name=f"kachuee+{name}")
     else:
         from ecgbench.config.profiles import PROFILES
         from ecgbench.store.layout import cache_dir

@@ -13,6 +13,7 @@ from typing import Any
 
 from ecgbench.config.profiles import Profile
 from ecgbench.config.run import RunConfig
+from ecgbench.contracts.defended import split
 from ecgbench.contracts.registry import Registry, RegistryError
 from ecgbench.store.io import cache_key
 
@@ -29,6 +30,13 @@ def code_hash(obj: Any) -> str:
 
 def identity(reg: Registry, kind: str, name: str) -> list:
     """What names a plugin's code: registered name, distribution, version and source hash ("unloadable" if it fails)."""
+    base, defence = split(name) if kind == "models" else (name, None)
+    if defence is not None:  # a defended model: the model's identity, the defence's, and its parameters
+        try:
+            params = reg.get(kind, name).defence
+        except Exception:  # noqa: BLE001 - a combination that cannot be built fails its own cells
+            params = "unbuildable"
+        return [name, identity(reg, "models", base), identity(reg, "defences", defence), params]
     try:
         entry = reg.entry(kind, name)
         return [name, entry.dist.lower().replace("_", "-"), entry.version, code_hash(reg.get(kind, name))]
