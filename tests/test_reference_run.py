@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).parent / "reference" / "mitbih-smoke"
-COMMAND = ["run", "--profile", "smoke", "--threads", "2", "--no-progress", "-q"]
+# `--attacks all` at 81abab1: these eight. Named, so that attacks added since (ECG threat models) leave the pin alone.
+COMMAND = ["run", "--profile", "smoke", "--attacks", "apgd,bim,boundary,cw,fgsm,hsj,pgd,square", "--threads", "2",
+           "--no-progress", "-q"]
 
 
 @pytest.mark.slow
