@@ -175,6 +175,8 @@ def evaluate(model: str | type | torch.nn.Module, checkpoint: str | Path | None 
     check_expects(spec, ds)  # before any work: beats it was not trained for, or a checkpoint that does not fit
     load_into(spec, network(spec, len(ds.classes), ds.window))
     options["out"] = str(out) if out is not None else f"runs/evaluate-{spec.name}-{dataset}-{profile}"
+    if hasattr(spec.load(), "detect"):  # a model with an attack detector: also attacked as one system
+        options["modes"] = "adaptive,adaptive-detect"
     cfg = resolve(options, command=command or f"ecgbench.evaluate({spec.target!r})", progress=progress, outside=(spec,))
     manifest = Runner(cfg).run()
     write_report(cfg.out)

@@ -274,17 +274,23 @@ def test_a_damaged_zoo_file_is_refused(tmp_path):
         ecgbench.load_model("acharya", zoo_dir=copy)
 
 
-def test_a_zoo_model_evaluated_reproduces_its_committed_row(data_dir, tmp_path):
-    """The zoo's Kachuee (MIT-BIH, quick) through `ecgbench evaluate`: its cells' per-beat outcomes are those of the
-    committed run (results/mitbih-quick) that trained it, bit for bit, on the CPU."""
+@pytest.mark.parametrize("model, attacks, files", [
+    ("kachuee", "fgsm,pgd", ("none.clean.json", "fgsm.adaptive.json", "pgd.adaptive.json")),
+    ("ecg-atk-gan", "fgsm", ("none.clean.json", "fgsm.adaptive.json", "fgsm.adaptive-detect.json")),
+])
+def test_a_zoo_model_evaluated_reproduces_its_committed_row(model, attacks, files, data_dir, tmp_path):
+    """A zoo model (MIT-BIH, quick) through `ecgbench evaluate`: its cells' per-beat outcomes are those of the
+    committed run (results/mitbih-quick) that trained it, bit for bit, on the CPU; ECG-ATK-GAN's detector too."""
     out = tmp_path / "out"
-    res = cli("evaluate", "--zoo", "kachuee-mitbih-random-quick-seed0", "--attacks", "fgsm,pgd", "--profile", "quick",
+    res = cli("evaluate", "--zoo", f"{model}-mitbih-random-quick-seed0", "--attacks", attacks, "--profile", "quick",
               "--out", str(out), "--no-progress", cwd=tmp_path, cache=tmp_path / "cache", data_dir=data_dir)
     assert res.returncode == 0, res.stderr[-3000:]
-    committed = REPO / "results" / "mitbih-quick" / "cells" / "mitbih" / "kachuee"
-    for name in ("none.clean.json", "fgsm.adaptive.json", "pgd.adaptive.json"):
-        ours, theirs = json.loads((out / "cells" / "mitbih" / "kachuee-zoo" / name).read_text()), json.loads((committed / name).read_text())
+    committed = REPO / "results" / "mitbih-quick" / "cells" / "mitbih" / model
+    for name in files:
+        ours = json.loads((out / "cells" / "mitbih" / f"{model}-zoo" / name).read_text())
+        theirs = json.loads((committed / name).read_text())
         assert ours["correct"] == theirs["correct"] and ours["y"] == theirs["y"], name
+        assert ours.get("detection") == theirs.get("detection"), name
         assert ours["outside"]["sha256"][:16] == theirs["weights"]
 
 

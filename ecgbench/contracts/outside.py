@@ -207,8 +207,11 @@ class OutsideEntry(Entry):
     spec: Outside = None  # type: ignore[assignment]
 
     def load(self) -> type:
-        self.spec.load()  # a class that does not load fails here, named
-        return type(f"Evaluated_{self.spec.name}", (Evaluated,), {"spec": self.spec, "__module__": __name__})
+        inner = self.spec.load()  # a class that does not load fails here, named
+        attrs: dict[str, Any] = {"spec": self.spec, "__module__": __name__}
+        if hasattr(inner, "detect"):  # an attack detector: scored, and attacked with the classifier (adaptive-detect)
+            attrs["detect"] = lambda self, x: self.net.detect(self.transform(x))
+        return type(f"Evaluated_{self.spec.name}", (Evaluated,), attrs)
 
 
 def with_outside(reg: Registry, models: tuple[Outside, ...]) -> Registry:
