@@ -1,5 +1,6 @@
-"""`ecgbench evaluate` (a model trained elsewhere, on the board's beats and attacks) and `ecgbench zoo` (the
-benchmark's trained checkpoints: list them, or add a finished run's)."""
+"""`ecgbench evaluate` (a model trained elsewhere, on the board's beats and attacks), `ecgbench zoo` (the
+benchmark's trained checkpoints: list them, or add a finished run's) and `ecgbench certify` (certified accuracy
+of a finished run's models by randomized smoothing)."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +84,28 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certify(args: argparse.Namespace) -> int:
+    from ecgbench import log
+    from ecgbench.report.certify import certified_table, write_certified
+    from ecgbench.store.layout import cache_dir
+
+    log.configure(quiet=True)
+    try:
+        radii = [float(r) for r in args.radii.split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"--radii {args.radii!r}: give positive numbers, e.g. 0.005,0.01") from None
+    if not radii or min(radii) <= 0:
+        raise ValueError(f"--radii {args.radii!r}: give positive numbers, e.g. 0.005,0.01")
+    if args.sigma <= 0 or args.samples < 1 or args.beats < 1:
+        raise ValueError("--sigma, --samples and --beats must be positive")
+    settings = {"sigma": args.sigma, "n0": 100, "n": args.samples, "alpha": 0.001, "beats": args.beats, "radii": radii}
+    table = certified_table(Path(args.run_dir), cache_dir(args.cache_dir), data_dir(args.data_dir), sigma=args.sigma,
+                            radii=radii, beats=args.beats, n=args.samples)
+    for path in write_certified(Path(args.run_dir), table, settings):
+        print(path)
+    return 0
+
+
 def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="evaluate a model trained elsewhere (class + checkpoint) without retraining it")
     e.add_argument("--model", default=None, help="its class: path/to/file.py:Class or package.module:Class")
@@ -118,3 +141,13 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
     za.add_argument("--cache-dir", default=None, help="the cache the run used")
     za.add_argument("--data-dir", default=None, help=f"data root (default ${DATA_ENV}): flags are checked on its test beats")
     z.set_defaults(func=cmd_zoo)
+
+    c = sub.add_parser("certify", help="certified accuracy of a finished run's models by randomized smoothing (Cohen 2019)")
+    c.add_argument("run_dir")
+    c.add_argument("--sigma", type=float, default=0.01, help="noise standard deviation on the [0, 1] beat scale (default 0.01)")
+    c.add_argument("--samples", type=int, default=1000, help="noisy copies per beat for the bound (default 1000; fewer on a CPU)")
+    c.add_argument("--beats", type=int, default=200, help="test beats per model, a fixed stratified subset (default 200)")
+    c.add_argument("--radii", default="0.005,0.01,0.02,0.05", help="L2 radii to report (default 0.005,0.01,0.02,0.05)")
+    c.add_argument("--cache-dir", default=None, help="the cache the run used (its checkpoints)")
+    c.add_argument("--data-dir", default=None, help=f"data root (default ${DATA_ENV})")
+    c.set_defaults(func=cmd_certify)
