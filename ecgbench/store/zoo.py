@@ -1,8 +1,8 @@
 """The model zoo: the benchmark's trained checkpoints, each with its SHA-256, training and committed accuracies.
 
 Where the files live, and why: in the package (`ecgbench/zoo/`: `index.json` and one `.pt` state_dict
-per model), so `pip install ecgbench` brings them and `load_model` works offline, on a GPU machine with
-no network too. A zoo is a few MB (12 quick models: 6.9 MB); the `standard` models will add about as
+per model), so `pip install ecgbench-atk` brings them and `load_model` works offline, on a GPU machine with
+no network too. A zoo is a few MB (20 quick models: 11 MB); the `standard` models will add about as
 much. Another folder (`--zoo-dir`, `ECGBENCH_ZOO`) holds a lab's own zoo, made the same way.
 
 `ecgbench.report.zoo.add_run` fills a zoo from a finished run (`ecgbench zoo add`).
