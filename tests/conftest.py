@@ -1,7 +1,9 @@
-"""Shared fixtures: the real data folder (ECGBENCH_DATA) and one beat cache for the whole session."""
+"""Shared fixtures: the real data folder (ECGBENCH_DATA) and one beat cache for the whole session; and how a test
+starts a run it will interrupt."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """`preexec_fn` of a run a test will Ctrl-C: SIGINT at its default, as a terminal's Ctrl-C finds it. A shell's
+    background job (`cmd &` without job control, as scripts start CI) inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt: the run would ignore the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

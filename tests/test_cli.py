@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ctrl_c_as_in_a_terminal
+
 RUN = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya", "--attacks", "fgsm,pgd",
        "--profile", "smoke", "--source", "kachuee", "--no-progress"]
 
@@ -199,7 +201,8 @@ def test_a_stopped_run_says_how_to_resume_and_leaves_whole_files(tmp_path, data_
     env = {**os.environ, "ECGBENCH_DATA": str(data_dir), "ECGBENCH_CACHE": str(cache)}
     args = [*RUN, "--models", "kachuee", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "cells").rglob("*.json")):
         time.sleep(0.05)

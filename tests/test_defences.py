@@ -86,10 +86,10 @@ def _robust(net: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", ["pgd-at", "trades"])
 def test_our_adversarial_training_matches_arts_trainer_within_five_points_over_three_seeds(name, split):
-    """TinyNet, 5 epochs of batches of 64 on the smoke split's training beats, Adam 3e-3; robust accuracy under
+    """TinyNet, 3 epochs of batches of 64 on the smoke split's training beats, Adam 3e-3; robust accuracy under
     ART's PGD (eps 0.01, 20 steps) on the 160 test beats, mean over seeds 0-2. ART's TRADES trainer makes its
     adversarial beats with the attack it is given (here its PGD on the cross-entropy), TRADES' paper with the KL:
-    the margin covers that and seed noise (one beat is 0.6 points). Measured: 68.5 vs 68.1 (PGD-AT), 68.8 vs 68.1
+    the margin covers that and seed noise (one beat is 0.6 points). Measured: 62.9 vs 64.2 (PGD-AT), 62.9 vs 64.2
     (TRADES) on our 2-core CPU."""
     from art.attacks.evasion import ProjectedGradientDescent
     from art.defences.trainer import AdversarialTrainerMadryPGD, AdversarialTrainerTRADESPyTorch
@@ -104,7 +104,7 @@ def test_our_adversarial_training_matches_arts_trainer_within_five_points_over_t
         opt = torch.optim.Adam(net.parameters(), 3e-3)
         defence = registry.get("defences", name)()
         g = torch.Generator().manual_seed(seed)
-        for _ in range(5):
+        for _ in range(3):
             for idx in torch.randperm(len(y), generator=g).split(64):
                 net.train()
                 defence.step(net, torch.as_tensor(x[idx.numpy()]), torch.as_tensor(y[idx.numpy()]), [opt])
@@ -116,12 +116,12 @@ def test_our_adversarial_training_matches_arts_trainer_within_five_points_over_t
         clf = PyTorchClassifier(net, loss=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(net.parameters(), 3e-3),
                                 input_shape=(1, x.shape[-1]), nb_classes=4, clip_values=(0.0, 1.0))
         if name == "pgd-at":
-            AdversarialTrainerMadryPGD(clf, nb_epochs=5, batch_size=64, eps=0.01, eps_step=0.0025, max_iter=7,
+            AdversarialTrainerMadryPGD(clf, nb_epochs=3, batch_size=64, eps=0.01, eps_step=0.0025, max_iter=7,
                                        num_random_init=1).fit(x, y)
         else:
             pgd = ProjectedGradientDescent(clf, norm=np.inf, eps=0.01, eps_step=0.0025, max_iter=10, num_random_init=1,
                                            verbose=False)
-            AdversarialTrainerTRADESPyTorch(clf, pgd, beta=6.0).fit(x, y, batch_size=64, nb_epochs=5)
+            AdversarialTrainerTRADESPyTorch(clf, pgd, beta=6.0).fit(x, y, batch_size=64, nb_epochs=3)
         theirs.append(_robust(net.eval(), xt, yt))
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.05, (ours, theirs)
 

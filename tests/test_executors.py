@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ctrl_c_as_in_a_terminal
+
 RAY = os.environ.get("ECGBENCH_TEST_RAY_ADDRESS")  # .ci/run starts a local Ray instance; else each test starts its own
 MATRIX = ["run", "--dataset", "mitbih", "--models", "kachuee,acharya", "--attacks", "fgsm", "--modes", "static,adaptive",
           "--profile", "smoke", "--source", "kachuee", "--threads", "1", "--no-progress"]
@@ -114,7 +116,8 @@ def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_seria
         # --device cpu: on a cluster that declares a GPU, tasks would each ask for it and run one at a time
         proc = subprocess.Popen([sys.executable, "-m", "ecgbench", *MATRIX, "--executor", "ray", "--device", "cpu", *where,
                                  "--out", str(out)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=ctrl_c_as_in_a_terminal)
         deadline = time.time() + 300
         while time.time() < deadline and len(list((out / "cells").rglob("*.json"))) < 2:
             time.sleep(0.1)

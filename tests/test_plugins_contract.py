@@ -54,6 +54,11 @@ def test_model_contract(name: str) -> None:
     testing.assert_model_contract(registry.get("models", name), name=name)
 
 
+@pytest.mark.parametrize("name", registry.names("defences"))
+def test_defence_contract(name: str) -> None:
+    testing.assert_defence_contract(registry.get("defences", name), name=name)
+
+
 @pytest.fixture(scope="module")
 def reference(data_dir: Path, cache_dir: Path) -> tuple:
     return testing.reference_setup(data_dir, cache_dir, per_class=2)

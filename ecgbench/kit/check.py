@@ -40,8 +40,8 @@ def check_plugin(kind: str, name: str, data_dir: Path, reg: Registry | None = No
         checks = testing.dataset_checks(cls, data_dir)
     elif kind == "model":
         checks = testing.model_checks(cls, name=name)
-    elif kind == "defence":  # the model checks (one training step included) of Kachuee under the defence
-        checks = testing.model_checks(reg.get("models", f"kachuee+{name}"), name=f"kachuee+{name}")
+    elif kind == "defence":  # its parameters, then the model checks (its step included) of a small CNN under it
+        checks = testing.defence_checks(cls, name)
     else:
         from ecgbench.config.profiles import PROFILES
         from ecgbench.store.layout import cache_dir

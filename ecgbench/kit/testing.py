@@ -23,8 +23,8 @@ from ecgbench.contracts.checks import check_adversarial, check_beats, check_logi
 from ecgbench.store.io import cache_key
 
 __all__ = [
-    "dataset_checks", "model_checks", "attack_checks", "reference_setup",
-    "assert_dataset_contract", "assert_model_contract", "assert_attack_contract",
+    "dataset_checks", "model_checks", "attack_checks", "defence_checks", "reference_setup",
+    "assert_dataset_contract", "assert_model_contract", "assert_attack_contract", "assert_defence_contract",
 ]
 
 WINDOWS = (280, 187)  # ECG-ATK-GAN's MIT-BIH window and Kachuee et al.'s 187-sample beats
@@ -149,6 +149,42 @@ def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = 
             _require(any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())),
                      f"{where}: one training step changed no parameter")
             yield f"window {window}, {k} classes: logits {tuple(logits.shape)}, input gradient reaches the beat, one training step (loss {loss:.3f})"
+
+
+# -- defences ---------------------------------------------------------------------------------
+class _Probe(torch.nn.Module):
+    """A small CNN a defence is checked on: built as `cls(n_classes, window)`, like every model plugin."""
+
+    def __init__(self, n_classes: int, window: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 4, 5, padding=2)
+        self.fc = torch.nn.Linear(4 * window, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.conv(x)).flatten(1))
+
+
+def defence_checks(cls: type, name: str | None = None) -> Iterator[str]:
+    """Its parameters and configuration, then the model checks of a small CNN trained with it (its step included)."""
+    from ecgbench.contracts.defended import defended
+
+    name = name or getattr(cls, "name", None) or cls.__name__
+    defaults = getattr(cls, "defaults", None)
+    _require(isinstance(defaults, dict), f"defence {name!r}: `defaults` must be a dict of its parameters, got {defaults!r}")
+    with _step(f"defence {name!r}: {cls.__name__}()"):
+        config = cls().config()
+    _require(isinstance(config, dict) and config.get("name") == getattr(cls, "name", name),
+             f"defence {name!r}: config() must be a dict naming it, got {config!r}")
+    yield f"parameters: {config}"
+    with _step(f"defence {name!r}: combined with a model"):
+        model_cls = defended(_Probe, cls, f"probe+{name}")
+    yield from model_checks(model_cls, name=f"probe+{name}")
+
+
+def assert_defence_contract(cls: type, name: str | None = None) -> None:
+    """Raise PluginError unless the defence trains a small CNN as the model checks require."""
+    for _ in defence_checks(cls, name):
+        pass
 
 
 # -- attacks ----------------------------------------------------------------------------------
