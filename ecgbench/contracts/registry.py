@@ -109,7 +109,7 @@ class Registry:
         return sorted(self._index(kind))
 
     def entry(self, kind: str, name: str) -> Entry:
-        """The entry of `name` (for a defended model `kachuee+pgd-at`, the model's; `defence_of` names the other)."""
+        """The entry of `name` (for a defended model `kachuee+pgd-at`, the model's, once the defence is known)."""
         if kind == "models":
             name, defence = split(name)
             if defence is not None:

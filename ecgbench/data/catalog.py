@@ -20,7 +20,7 @@ from ecgbench.store.io import cache_key, load_arrays, save_arrays, verified
 from ecgbench.store.layout import beats_path
 from ecgbench.store.locks import entry_lock
 
-__all__ = ["Catalog", "DataContext", "fingerprint", "load_beats", "beats_digest", "eval_index"]
+__all__ = ["Catalog", "DataContext", "fingerprint", "load_beats", "beats_digest", "eval_index", "stratified_subset"]
 
 
 SMALL_FILE = 64 << 10  # files up to 64 KiB (headers, annotations, RECORDS; not PTB-XL signals) are hashed by content
@@ -74,9 +74,16 @@ def eval_index(y: np.ndarray, attack: Attack | None, p: Profile) -> np.ndarray |
     cap = p.costly_test_cap
     if attack is None or not cap or not getattr(attack, "costly", False) or len(y) <= cap:
         return None
+    return stratified_subset(y, cap, p.seed)
+
+
+def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The sorted indices of a fixed stratified subset of `size` beats (all of them if there are no more)."""
+    if size >= len(y):
+        return np.arange(len(y))
     from sklearn.model_selection import train_test_split
 
-    idx, _ = train_test_split(np.arange(len(y)), train_size=cap, random_state=p.seed, stratify=y)
+    idx, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed, stratify=y)
     return np.sort(idx)
 
 

@@ -8,54 +8,38 @@ states sigma, the sample counts and alpha beside it.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ecgbench.config.profiles import get_profile
 from ecgbench.contracts.registry import Registry, registry as default_registry
-from ecgbench.data.catalog import Catalog
+from ecgbench.data.catalog import stratified_subset
 from ecgbench.engine.smoothing import ABSTAIN, certify
+from ecgbench.report.trained import row_checkpoint, run_data
 from ecgbench.store.io import atomic_write, read_json, write_json
-from ecgbench.store.layout import checkpoint_path, read_checkpoint
 
 __all__ = ["certified_table", "write_certified"]
-
-
-def _subset(y: np.ndarray, beats: int, seed: int) -> np.ndarray:
-    if beats >= len(y):
-        return np.arange(len(y))
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(y)), train_size=beats, random_state=seed, stratify=y)
-    return np.sort(idx)
 
 
 def certified_table(run: Path, cache: Path, data_dir: Path, *, sigma: float, radii: Sequence[float], beats: int = 200,
                     n0: int = 100, n: int = 1000, alpha: float = 0.001, reg: Registry | None = None) -> pd.DataFrame:
     """One row per (dataset, model, seed) trained on clean beats: smoothed accuracy and certified accuracy at `radii`."""
     reg = reg or default_registry
-    manifest = read_json(run / "run.json")
-    profile = get_profile(manifest["profile"]["name"], {k: v for k, v in manifest["profile"].items() if k != "name"})
-    catalog = Catalog(reg, Path(data_dir), Path(cache), profile, manifest["split"])
+    _, profile, catalog = run_data(run, cache, data_dir, reg)
     rows: list[dict[str, Any]] = []
     for f in sorted((run / "cells").rglob("none.clean*.json")):
         rec = read_json(f)
         cell = rec["cell"]
         if rec.get("status") != "ok" or cell.get("training", "clean") != "clean" or "outside" in rec:
             continue
-        path = checkpoint_path(cache, cell["model"], rec["checkpoint"])
-        found = read_checkpoint(path)
-        if found is None or found[2] != rec["weights"]:
-            raise FileNotFoundError(f"{path}: not in the cache {cache} with the weights its cells scored "
-                                    f"({rec['weights']}); rerun the run's command with this cache first")
+        payload, _ = row_checkpoint(cache, cell["model"], rec["checkpoint"], rec["weights"])
         test = catalog.data(cell["dataset"], int(cell.get("seed") or 0)).splits.test
-        idx = _subset(test.y, beats, profile.seed)
+        idx = stratified_subset(test.y, beats, profile.seed)
         net = reg.get("models", cell["model"])(len(rec["classes"]), test.x.shape[1])
-        net.load_state_dict(found[0])
+        net.load_state_dict(torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))
         pred, radius = certify(net, torch.as_tensor(test.x[idx])[:, None], len(rec["classes"]), sigma=sigma, n0=n0, n=n,
                                alpha=alpha, seed=profile.seed)
         right = pred == test.y[idx]

@@ -13,13 +13,11 @@ from typing import Any
 
 import torch
 
-from ecgbench.config.profiles import get_profile
 from ecgbench.contracts.registry import Registry, registry as default_registry
-from ecgbench.data.catalog import Catalog
 from ecgbench.engine.sanity import check_model
 from ecgbench.report.results import COMMON_EPS, results, worst_case
+from ecgbench.report.trained import row_checkpoint, run_data
 from ecgbench.store.io import atomic_write, read_json
-from ecgbench.store.layout import checkpoint_path, load_entry
 from ecgbench.store.zoo import entries, write_index, zoo_dir
 
 __all__ = ["add_run"]
@@ -30,10 +28,8 @@ def add_run(run: Path, cache: Path, data_dir: Path, folder: str | Path | None = 
     """Add `run`'s rows trained on clean beats to the zoo at `folder`; returns the entries added."""
     reg = reg or default_registry
     run, out = Path(run), zoo_dir(folder)
-    manifest = read_json(run / "run.json")
+    manifest, profile, catalog = run_data(run, cache, data_dir, reg)
     cells = [read_json(f) for f in sorted((run / "cells").rglob("*.json"))]
-    profile = get_profile(manifest["profile"]["name"], {k: v for k, v in manifest["profile"].items() if k != "name"})
-    catalog = Catalog(reg, Path(data_dir), Path(cache), profile, manifest["split"])
     index = {e["name"]: e for e in entries(out)}
     added = []
     for (dataset, model, seed), part in sorted(_rows(cells).items()):
@@ -80,13 +76,7 @@ def _checkpoint(run: Path, cache: Path, dataset: str, model: str, seed: int, par
     if len(weights) != 1 or len(keys) != 1 or None in weights:
         raise ValueError(f"{run}: the {dataset} row {model} (seed {seed}) mixes weights {sorted(map(str, weights))}; "
                          "rerun its command before adding it to the zoo")
-    digest, key = weights.pop(), keys.pop()
-    path = checkpoint_path(cache, model, key)
-    found = load_entry(path)
-    if found is None:
-        raise FileNotFoundError(f"{path}: the checkpoint of {dataset}/{model} (seed {seed}) is not in the cache {cache}")
-    payload, meta = found
-    if meta["sha256"][:16] != digest:
-        raise ValueError(f"{path}: weights {meta['sha256'][:16]}, but the cells of {dataset}/{model} scored {digest}")
+    key = keys.pop()
+    payload, meta = row_checkpoint(cache, model, key, weights.pop())
     return payload, meta["sha256"], key
 
