@@ -43,6 +43,58 @@ def test_a_defended_model_is_the_model_with_the_defence_step_and_names_both():
     assert defended[1] == plain and defended[2][0] == "pgd-at" and defended[3]["steps"] == 7
 
 
+def _stating(profile, params):
+    """`profile` with `defence_params` set, under its own name (so only the defence parameters differ)."""
+    from dataclasses import replace
+
+    return replace(profile, defence_params=params)
+
+
+def test_a_profiles_defence_parameters_key_and_record_defended_trainings_only(split):
+    """A profile's `defence_params` reach the keys through the defended model's identity (the values in
+    effect): stating the defaults (as the built-in files do) keeps every key, a changed eps changes the
+    defended model's training and cell keys and what its cells record, and no key of an undefended model."""
+    from dataclasses import replace
+
+    from ecgbench.api import Split, score, train
+    from ecgbench.execute.worker import Worker
+    from ecgbench.plan.cells import Cell
+    from ecgbench.plan.graph import Planner
+
+    w = split.worker
+    bare = _stating(w.cfg.profile, {})
+    stated = _stating(bare, {"pgd-at": dict(PGDAT.defaults), "trades": {**TRADES.defaults, "beta": 6}})  # 6 is 6.0
+    wider = _stating(bare, {"pgd-at": {"eps": 0.02}})
+    planners = {name: Planner(replace(w.cfg, profile=p), registry, w.catalog)
+                for name, p in (("bare", bare), ("stated", stated), ("wider", wider))}
+
+    def keys(name: str) -> dict[str, str]:
+        pl = planners[name]
+        return {m: (pl.train("mitbih", m, 0).key, pl.cell_key(Cell("mitbih", m, "fgsm", "adaptive")))
+                for m in ("kachuee", "kachuee+pgd-at", "kachuee+trades")}
+
+    assert keys("stated") == keys("bare")
+    changed = {m for m, k in keys("wider").items() if k[0] != keys("bare")[m][0] and k[1] != keys("bare")[m][1]}
+    same = {m for m, k in keys("wider").items() if k == keys("bare")[m]}
+    assert changed == {"kachuee+pgd-at"} and same == {"kachuee", "kachuee+trades"}
+    want = {"name": "pgd-at", "eps": 0.02, "eps_step": 0.0025, "steps": 7}
+    assert planners["wider"].identity("models", "kachuee+pgd-at")[3] == want
+    assert planners["bare"].identity("models", "kachuee+pgd-at")[3] == PGDAT().config()
+
+    worker = Worker(replace(w.cfg, profile=wider), catalog=w.catalog)  # what trains: the profile's eps, recorded
+    trained = train("kachuee+pgd-at", replace(split, worker=worker))
+    assert trained.task.key == keys("wider")["kachuee+pgd-at"][0] and trained.info["defence"] == want
+    assert score(trained)["train"]["defence"] == want
+    assert registry.get("models", "kachuee+pgd-at").defence == PGDAT().config()  # the shared registry keeps the defaults
+
+
+def test_a_parameter_the_defence_does_not_take_fails_its_models_in_one_line():
+    reg = registry.with_defence_params({"pgd-at": {"beta": 1.0}})
+    with pytest.raises(PluginError, match="defence 'pgd-at' takes no parameter beta; it takes eps, eps_step, steps"):
+        reg.get("models", "kachuee+pgd-at")
+    assert reg.get("models", "kachuee+trades").defence == TRADES().config()
+
+
 def test_pgd_at_trains_on_beats_inside_the_ball_that_raise_the_loss(split):
     torch.manual_seed(0)
     net = TinyNet(4).eval()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from importlib import resources
 from pathlib import Path
 
@@ -66,6 +66,45 @@ def test_as_dict_leaves_out_new_fields_only_while_none():
     assert s["patience"] == get_profile("standard").patience and s["costly_test_cap"] == 1000
 
 
+def test_builtin_files_state_the_defences_defaults_which_leave_the_keys_as_they_were():
+    """Each built-in file states every parameter of each built-in defence, at its default (issue 23), and
+    as_dict leaves them out (the pinned keys above hold); a value off the default is kept, alone."""
+    from ecgbench.contracts.registry import registry
+
+    for p in list_profiles():
+        assert set(p.defence_params) == {"pgd-at", "trades"}, p.name
+        for name, values in p.defence_params.items():
+            assert values == registry.get("defences", name).defaults, (p.name, name)
+        assert "defence_params" not in p.as_dict()
+    wider = replace(get_profile("quick"), defence_params={"pgd-at": {"eps": 0.02, "steps": 7}, "trades": {"beta": 6}})
+    assert wider.as_dict() == {**get_profile("quick").as_dict(), "defence_params": {"pgd-at": {"eps": 0.02}}}
+
+
+def test_a_user_file_sets_defence_parameters(tmp_path):
+    path = tmp_path / "wide.toml"
+    path.write_text('base = "quick"\n[defence_params]\npgd-at = { eps = 0.02, eps_step = 0.005 }\n')
+    p = get_profile(path)
+    assert p.defence_params == {"pgd-at": {"eps": 0.02, "eps_step": 0.005}}  # a table replaces the base's as a whole
+    assert p.as_dict()["defence_params"] == p.defence_params and p.attack_params == get_profile("quick").attack_params
+    over = get_profile("quick", {"defence_params": {"trades": {"beta": 1.0}}})
+    assert over.name == "quick+defence_params" and over.as_dict()["defence_params"] == {"trades": {"beta": 1.0}}
+
+
+@pytest.mark.parametrize("table, why", [
+    ('pgd-at = 3', "'defence_params' must be a table of tables"),
+    ('pgd-att = { eps = 0.02 }', "defence_params names defence 'pgd-att', which is not registered; registered: pgd-at, trades"),
+    ('pgd-at = { eps = 0.02, beta = 1.0 }', "defence_params sets beta for defence 'pgd-at', which takes eps, eps_step, steps"),
+])
+def test_bad_defence_parameters_are_one_line_errors_naming_the_file(tmp_path, table, why):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'base = "smoke"\n[defence_params]\n{table}\n')
+    with pytest.raises(ValueError, match=why) as err:
+        get_profile(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="profile overrides: defence_params sets steps_ for defence 'trades'"):
+        get_profile("smoke", {"defence_params": {"trades": {"steps_": 3}}})
+
+
 def test_builtin_files_state_every_field_and_ship_as_package_data():
     """Every built-in file names every field (a reader sees all values), and pyproject ships the folder."""
     every = {f.name for f in fields(Profile)} - {"name"}
@@ -124,7 +163,7 @@ def test_misspelled_key_names_file_key_and_the_keys_that_exist(tmp_path):
         get_profile(path)
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and "'epoch'" in msg
-    assert "keys: attack_batch, attack_params, base, batch_size, costly_test_cap, epochs" in msg
+    assert "keys: attack_batch, attack_params, base, batch_size, costly_test_cap, defence_params, epochs" in msg
 
 
 @pytest.mark.parametrize("line, why", [

@@ -7,7 +7,8 @@ meant for a GPU; `standard` is the paper's data on the natural test set with ear
 (issue 11); `quick` is a CPU run of minutes on real data; `smoke` takes seconds on a few records,
 for tests. A user's own file (`--profile my.toml`) may start from another with `base = "quick"`
 and set only what differs. TOML has no null: an optional field is switched off with the string
-"none" (`train_cap = "none"`: every beat).
+"none" (`train_cap = "none"`: every beat). `defence_params` states what a defended model
+(`kachuee+pgd-at`) trains with; the built-in files state the defences' defaults.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Profile", "PROFILES", "get_profile", "list_profiles", "builtin_names", "check_fields", "describe_profiles"]
+__all__ = ["Profile", "PROFILES", "get_profile", "list_profiles", "builtin_names", "check_fields", "check_defence_params",
+           "defence_overrides", "describe_profiles"]
 
 FILES = "profile_files"  # package folder of the built-in profiles (profiles.py holds this module)
 NONE = "none"  # how a TOML file says None
 ORDER = ("smoke", "quick", "standard", "paper")  # smallest first, in listings
 OMIT_WHEN_NONE = ("patience", "costly_test_cap")  # fields added after results were cached: see Profile.as_dict
+OMIT_WHEN_EMPTY = ("defence_params",)  # likewise while empty; as_dict keeps only its values that are not the defaults
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Profile:
         "help": "static mode: attacked copies of at most this many training beats; none: all"})
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
         "help": "per-attack parameter overrides (query budgets, iterations)"})
+    defence_params: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
+        "help": "per-defence parameters defended models (kachuee+pgd-at) train with (eps, steps, beta)"})
     seed: int = field(default=0, metadata={"help": "seed of splits, caps, weights and attacks (--seed overrides it)"})
 
     def with_seed(self, seed: int) -> "Profile":
@@ -53,16 +58,46 @@ class Profile:
         return self if self.seed == seed else replace(self, seed=seed)
 
     def as_dict(self) -> dict[str, Any]:
-        """Every field, except the later-added ones while they hold None.
+        """Every field, except the later-added ones while they hold None, or no value but a default.
 
         The dict is hashed into cache keys and written to run.json: leaving out `patience` and
-        `costly_test_cap` at their default keeps the keys of runs made before they existed.
+        `costly_test_cap` at their default keeps the keys of runs made before they existed, and so does
+        leaving out `defence_params` but for the values that differ from the defences' defaults (what
+        changes a training; the built-in files state the defaults).
         """
         d = asdict(self)
+        d["defence_params"] = defence_overrides(self.defence_params)  # the values that change a training
         for key in OMIT_WHEN_NONE:
             if d[key] is None:
                 del d[key]
+        for key in OMIT_WHEN_EMPTY:
+            if not d[key]:
+                del d[key]
         return d
+
+
+def defence_overrides(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The values of `params` (defence -> parameters) that differ from the registered defence's defaults.
+
+    A defence that is not registered trains nothing here and is left out (the built-in files name the
+    built-in defences, which ECGBENCH_PLUGINS may leave out); one that fails to load keeps all its values.
+    """
+    if not params:
+        return {}
+    from ecgbench.contracts.registry import RegistryError, registry
+
+    known, out = registry.names("defences"), {}
+    for name, values in params.items():
+        if name not in known:
+            continue
+        try:
+            defaults = registry.get("defences", name).defaults
+        except RegistryError:
+            defaults = {}
+        changed = {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
+        if changed:
+            out[name] = changed
+    return out
 
 
 def _fields() -> dict[str, Any]:
@@ -95,7 +130,7 @@ def _convert(source: str, key: str, value: Any, hint: Any) -> Any:
         bool: isinstance(value, bool),
         str: isinstance(value, str),
     }.get(inner)
-    if ok is None:  # attack_params: {attack: {parameter: value}}
+    if ok is None:  # attack_params, defence_params: {plugin: {parameter: value}}
         ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
     if not ok:
         raise ValueError(f"{source}: profile key {key!r} must be {_describe(hint)}, got {value!r}")
@@ -112,8 +147,9 @@ def check_fields(source: str, table: dict[str, Any], extra: tuple[str, ...] = ()
     """Profile field overrides checked against the fields that exist and their types, converted ("none" -> None).
 
     `extra` names keys the caller handles itself (a file's `base`); `user`: also check that each attack
-    `attack_params` names is registered (not for the built-in files, which name every built-in attack
-    even where ECGBENCH_PLUGINS leaves some out). Errors are one line naming `source`.
+    `attack_params` names is registered, and each defence `defence_params` names with the parameters it
+    takes (not for the built-in files, which name every built-in plugin even where ECGBENCH_PLUGINS
+    leaves some out; tests/test_profiles.py checks them). Errors are one line naming `source`.
     """
     known = _fields()
     out = {}
@@ -125,6 +161,7 @@ def check_fields(source: str, table: dict[str, Any], extra: tuple[str, ...] = ()
         out[key] = _convert(source, key, value, known[key])
     if user:
         _check_attack_names(source, out.get("attack_params", {}))
+        check_defence_params(source, out.get("defence_params", {}))
     return out
 
 
@@ -138,6 +175,27 @@ def _check_attack_names(source: str, params: dict[str, Any]) -> None:
     for name in params:
         if name not in known:
             raise ValueError(f"{source}: attack_params names attack {name!r}, which is not registered; registered: {', '.join(known)}")
+
+
+def check_defence_params(source: str, params: dict[str, dict[str, Any]]) -> None:
+    """Each defence `params` names must be registered and take the parameters set (a misspelling would be ignored)."""
+    if not params:
+        return
+    from ecgbench.contracts.registry import RegistryError, registry
+
+    known = registry.names("defences")
+    for name, values in params.items():
+        if name not in known:
+            raise ValueError(f"{source}: defence_params names defence {name!r}, which is not registered; "
+                             f"registered: {', '.join(known) or '(none)'}")
+        try:
+            takes = registry.get("defences", name).defaults
+        except RegistryError as exc:
+            raise ValueError(f"{source}: defence_params names defence {name!r}: {exc}") from exc
+        unknown = sorted(set(values) - set(takes))
+        if unknown:
+            raise ValueError(f"{source}: defence_params sets {', '.join(unknown)} for defence {name!r}, "
+                             f"which takes {', '.join(takes)}")
 
 
 def builtin_names() -> list[str]:
@@ -213,7 +271,7 @@ def describe_profiles(profiles: list[Profile] | None = None) -> str:
         cells = []
         for p in profiles:
             value = getattr(p, key)
-            if key == "attack_params":
+            if key in ("attack_params", "defence_params"):
                 value = "\n".join(f"{a}: {', '.join(f'{k}={v}' for k, v in ps.items())}" for a, ps in value.items()) or "(defaults)"
             cells.append(NONE if value is None else value)
         rows.append([key, *cells, helps.get(key, "") if key != "name" else "meaning"])

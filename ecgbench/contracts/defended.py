@@ -2,13 +2,14 @@
 
 The class is the model's own, subclassed with the defence's training step; its name, forward pass,
 optimisers and everything else stay the model's, so it trains, caches, resumes and is attacked like any
-model, and a row of the board is `kachuee+pgd-at` beside `kachuee`.
+model, and a row of the board is `kachuee+pgd-at` beside `kachuee`. The defence trains with the run
+profile's `defence_params` over its defaults (`Registry.with_defence_params`).
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SEPARATOR", "split", "defended"]
+__all__ = ["SEPARATOR", "split", "defended", "as_defaults"]
 
 SEPARATOR = "+"
 
@@ -19,13 +20,24 @@ def split(name: str) -> tuple[str, str | None]:
     return base, defence or None
 
 
-def defended(model_cls: type, defence_cls: type, name: str) -> type:
-    """`model_cls` trained with `defence_cls`'s step (its default parameters)."""
+def as_defaults(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with an integer given for a float default made a float (TOML's `beta = 6` is 6.0), so equal
+    values hash equal in the keys."""
+    return {k: float(v) if isinstance(defaults.get(k), float) and type(v) is int else v for k, v in params.items()}
+
+
+def defended(model_cls: type, defence_cls: type, name: str, params: dict[str, Any] | None = None) -> type:
+    """`model_cls` trained with `defence_cls`'s step, configured with `params` over its defaults.
+
+    The one place a defence is built for a model: the registry passes the run profile's `defence_params`
+    for the defence (see `Registry.with_defence_params`); the class's `defence` attribute holds the
+    parameters in effect, which the keys hash and every cell records.
+    """
     from ecgbench.contracts.base import PluginError  # here: listing plugins must not import torch
     if hasattr(model_cls, "training_step"):
         raise PluginError(f"model {name!r}: {model_cls.__name__} brings its own training step (training_step), so "
                           f"defence {defence_cls.name!r} cannot change how it trains")
-    defence = defence_cls()
+    defence = defence_cls(**as_defaults(defence_cls.defaults, params or {}))
 
     def training_step(self: Any, x: Any, y: Any, attacked: Any, optimizers: list) -> Any:
         return defence.step(self, x, y, optimizers)

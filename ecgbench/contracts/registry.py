@@ -78,11 +78,35 @@ def hook_entries() -> list[Entry]:
 
 
 class Registry:
-    """Name -> plugin class, per kind. A name declared twice is an error naming both distributions."""
+    """Name -> plugin class, per kind. A name declared twice is an error naming both distributions.
 
-    def __init__(self, entries: Iterable[Entry] | None = None) -> None:
+    `defence_params` (defence -> parameter overrides, a profile's) are what its defended models train with;
+    a defence not named there trains with its `defaults`.
+    """
+
+    def __init__(self, entries: Iterable[Entry] | None = None, defence_params: dict[str, dict[str, Any]] | None = None) -> None:
         self._entries = None if entries is None else list(entries)
         self._loaded: dict[tuple[str, str], Any] = {}
+        self.defence_params: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (defence_params or {}).items()}
+        self._derived: dict[str, Registry] = {}  # by parameters: a run's planner and workers share defended classes
+
+    def with_defence_params(self, params: dict[str, dict[str, Any]]) -> "Registry":
+        """This registry, its defended models training with `params` (a profile's `defence_params`).
+
+        A run's planner (keys), its workers (training, cells) and `keys.identities` take their registry
+        through this, so all see the parameters the profile states. What only loads trained weights
+        (`ecgbench evaluate`, the zoo, certify, `api.load_model`) keeps the defaults: a defence changes how
+        a model trains, not its forward pass, and the parameters it trained with are in the checkpoint's
+        record (`train.defence`). Plain plugins already loaded are shared; `self` when nothing changes.
+        """
+        if params == self.defence_params:
+            return self
+        key = repr(sorted((name, sorted(values.items())) for name, values in params.items()))
+        if key not in self._derived:
+            out = Registry(self.entries, params)
+            out._loaded = {k: v for k, v in self._loaded.items() if k[0] != "models" or split(k[1])[1] is None}
+            self._derived[key] = out
+        return self._derived[key]
 
     @property
     def entries(self) -> list[Entry]:
@@ -127,7 +151,8 @@ class Registry:
             if defence is None:
                 self._loaded[key] = self.entry(kind, name).load()
             else:
-                self._loaded[key] = defended(self.get("models", base), self.get("defences", defence), name)
+                self._loaded[key] = defended(self.get("models", base), self.get("defences", defence), name,
+                                             self.defence_params.get(defence, {}))
         return self._loaded[key]
 
     def select(self, kind: str, patterns: str | Iterable[str]) -> list[str]:

@@ -36,6 +36,7 @@ class Worker:
     def __init__(self, cfg: RunConfig, reg: Registry | None = None, catalog: Catalog | None = None) -> None:
         self.cfg = cfg
         self.reg = with_outside(reg or default_registry, cfg.outside)  # models trained elsewhere, if any
+        self.reg = self.reg.with_defence_params(cfg.profile.defence_params)  # defended models train with the profile's
         self.catalog = catalog or Catalog(self.reg, cfg.data_dir, cfg.cache, cfg.profile, cfg.split)
         self.device = resolve_device(cfg.device)
         pin_threads(threads_per_task(cfg))  # the same count under every executor and in the Python API

@@ -39,7 +39,7 @@ class Planner:
     """Builds the typed tasks of a run, keyed by content; shared by the plan, the dry run and the Python API."""
 
     def __init__(self, cfg: RunConfig, reg: Registry, catalog: Catalog) -> None:
-        self.cfg, self.reg, self.catalog = cfg, reg, catalog
+        self.cfg, self.reg, self.catalog = cfg, reg.with_defence_params(cfg.profile.defence_params), catalog  # keys see them
         self._identities: dict[tuple[str, str], list] = {}  # a plugin's source is hashed once per plan
         self._defences: dict[tuple[str, int], tuple[StaticTask, ...]] = {}
 

@@ -29,7 +29,12 @@ def code_hash(obj: Any) -> str:
 
 
 def identity(reg: Registry, kind: str, name: str) -> list:
-    """What names a plugin's code: registered name, distribution, version and source hash ("unloadable" if it fails)."""
+    """What names a plugin's code: registered name, distribution, version and source hash ("unloadable" if it fails).
+
+    A defended model's adds the parameters its defence trains with under `reg` (a run's registry carries
+    its profile's `defence_params`, see `Registry.with_defence_params`): the effective ones, so a profile
+    that states the defaults keeps the keys of one that states nothing, and a changed eps changes them.
+    """
     base, defence = split(name) if kind == "models" else (name, None)
     if defence is not None:  # a defended model: the model's identity, the defence's, and its parameters
         try:
@@ -46,6 +51,7 @@ def identity(reg: Registry, kind: str, name: str) -> list:
 
 def identities(reg: Registry, cfg: RunConfig) -> dict[str, list]:
     """`kind/name` -> identity of every plugin the run uses (what a bundle and the Ray probe compare between machines)."""
+    reg = reg.with_defence_params(cfg.profile.defence_params)
     return {f"{kind}/{name}": identity(reg, kind, name) for kind, name in cfg.plugins()}
 
 
@@ -65,7 +71,15 @@ def static_key(data: dict, source: str, attack: dict, attack_code: list, p: Prof
     return cache_key("static", data, source, attack, attack_code, p.static_train_cap, *subset)
 
 
+def _cell_profile(p: Profile) -> dict[str, Any]:
+    """The profile as a cell's key holds it: without `defence_params`, which reach a cell through its defended
+    model's identity (the parameters in effect), so the cells of undefended models keep their keys."""
+    d = p.as_dict()
+    d.pop("defence_params", None)
+    return d
+
+
 def cell_key(cell: dict, split: str, p: Profile, plugins: list[list], digest: str | None, defended: bool) -> str:
     """A cell: the cell itself, the split, the profile, every plugin it runs (and the static source where it
     trains on static sets), the data's digest, and whether its model is the paper's defence."""
-    return cache_key("cell", cell, split, p.as_dict(), plugins, digest, "defended" if defended else "trained on clean beats")
+    return cache_key("cell", cell, split, _cell_profile(p), plugins, digest, "defended" if defended else "trained on clean beats")
