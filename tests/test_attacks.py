@@ -455,3 +455,60 @@ def test_cw_art_is_a_minimisation_attack_that_never_beats_the_minimum(halfspace)
     adv = _attack("cw", "art")(model, x[pick], y[pick], VALUE_RANGE)
     fooled, dist = _predict(model, adv) != y[pick], _linf(adv, x[pick])
     assert ((fooled & (dist >= dstar[pick] * (1 - 1e-4))) | (dist == 0)).all() and _in_range(adv)
+
+
+# -- one budget per beat (budgets in microvolts) -------------------------------------------------
+PER_BEAT = [pytest.param(n, b, id=f"{n}@{b}") for n, b in
+            [("fgsm", "art"), ("bim", "art"), ("pgd", "art"), ("cw", "torch")]]
+
+
+@pytest.mark.parametrize("name,backend", PER_BEAT)
+def test_per_beat_budgets_flip_exactly_the_beats_each_budget_reaches(name, backend, halfspace):
+    """Each beat its own budget: twice its minimal L-inf for the first of each pair, half of it for the
+    other. A gradient attack (one-signed gradient) flips every beat of the first kind and none of the
+    second, and never leaves its own beat's ball; one shared budget could not do both."""
+    model, x, y, _, dstar = halfspace
+    reach = torch.arange(len(x)) % 2 == 0
+    budget = torch.where(reach, 2 * dstar, dstar / 2).clamp(max=0.2)
+    attack = _attack(name, backend, eps=0.01)
+    assert attack.per_beat
+    np.random.seed(0)
+    torch.manual_seed(0)
+    adv = attack(model, x, y, VALUE_RANGE, eps=budget)
+    assert (_linf(adv, x) <= budget + TOL).all() and _in_range(adv)
+    fooled = _predict(model, adv) != y
+    assert fooled[reach & (2 * dstar <= 0.2)].all() and not fooled[~reach].any()
+
+
+@pytest.mark.parametrize("name", ["baseline-wander", "powerline", "emg"])
+@pytest.mark.parametrize("variant", [None, "random"])
+def test_interference_keeps_each_beats_own_bound(name, variant, halfspace):
+    model, x, y, _, _ = halfspace
+    budget = torch.linspace(0.001, 0.05, len(x))
+    adv = _attack(name, None, variant, steps=3 if variant is None else 0)(model, x, y, VALUE_RANGE, eps=budget)
+    linf = _linf(adv, x)
+    assert (linf <= budget + TOL).all() and _in_range(adv)
+    assert float(linf[-1]) > float(budget[0]) + TOL  # larger budgets are used, not the smallest for all
+
+
+def test_an_attack_with_one_budget_refuses_a_budget_per_beat(halfspace):
+    model, x, y, _, _ = halfspace
+    for name, backend in [("pgd", "foolbox"), ("square", "art"), ("apgd", "art")]:
+        attack = _attack(name, backend)
+        assert not attack.per_beat
+        with pytest.raises(PluginError, match=f"attack '{name}@{backend}' takes one budget for all beats"):
+            attack(model, x, y, VALUE_RANGE, eps=torch.full((len(x),), 0.01))
+
+
+def test_generate_judges_a_minimisation_attack_per_beat(halfspace):
+    """HSJ runs unbudgeted; each beat's result counts only within that beat's own budget, else the clean beat."""
+    from ecgbench.engine.attack import generate
+
+    model, x, y, _, dstar = halfspace
+    budget = np.where(np.arange(len(x)) % 2 == 0, 0.2, 1e-4).astype(np.float32)
+    adv, stats = generate(model, _attack("hsj", "foolbox"), x, y.numpy(), VALUE_RANGE, seed=0, batch=8,
+                          device=torch.device("cpu"), eps=budget)
+    linf = np.abs(adv - x[:, 0].numpy()).max(1)
+    assert (linf <= budget + TOL).all()
+    assert (linf[budget < 1e-3] == 0).all()  # no beat flips within 1e-4 (all need more than 0.001)
+    assert (linf[budget > 0.1] > 0).any()

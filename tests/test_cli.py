@@ -291,6 +291,41 @@ def test_seeds_and_budgets_run_end_to_end_into_curves_and_spreads(tmp_path, data
     assert list(out.glob("robust-curves-*.png")) and list(out.glob("auc-*.md"))
 
 
+def test_budgets_in_microvolts_run_end_to_end_beside_the_beat_scale(tmp_path, data_dir, cache_dir):
+    """`--eps-uv`: every beat attacked within the same voltage, i.e. its own eps = budget / its microvolts per unit,
+    by the attacks that take a budget per beat or minimise; APGD (one budget for all) is left out and named. Each
+    attacked cell states its budget in both units; the headline and per-attack tables keep the beat-scale cells."""
+    out = tmp_path / "out"
+    res = ecgbench("run", "--models", "kachuee", "--attacks", "fgsm,apgd,boundary", "--modes", "adaptive", "--profile", "smoke",
+                   "--eps-uv", "10,40", "--no-progress", "--out", str(out), cache=cache_dir, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--eps-uv: not for apgd: one budget for all beats" in res.stderr + res.stdout
+    cells = {p.name: json.loads(p.read_text()) for p in (out / "cells").rglob("*.json")}
+    assert sorted(cells) == sorted(["none.clean.json", "fgsm.adaptive.json", "fgsm.adaptive.eps10uV.json", "fgsm.adaptive.eps40uV.json",
+                                    "apgd.adaptive.json", "boundary.adaptive.json", "boundary.adaptive.eps10uV.json",
+                                    "boundary.adaptive.eps40uV.json"])
+    assert all(c["status"] == "ok" for c in cells.values())
+    per_unit = cells["fgsm.adaptive.json"]["units"]["uV"]  # eps 0.01 in microvolts over the test beats
+    assert cells["fgsm.adaptive.json"]["units"]["eps"] == {"median": 0.01, "p5": 0.01, "p95": 0.01}
+    for uv in (10, 40):
+        c = cells[f"fgsm.adaptive.eps{uv}uV.json"]
+        assert c["cell"]["eps_uv"] == uv and c["attack"]["eps"] is None
+        assert c["units"]["uV"] == pytest.approx({"median": uv, "p5": uv, "p95": uv}, rel=1e-6)  # float32 budgets
+        # the same beats' eps: budget over each beat's microvolts per unit (percentiles swap under 1/x)
+        eps = c["units"]["eps"]
+        assert eps["median"] == pytest.approx(uv * 0.01 / per_unit["median"], rel=0.05)
+        assert eps["p5"] == pytest.approx(uv * 0.01 / per_unit["p95"], rel=0.05)
+    assert "linf_found" not in cells["boundary.adaptive.eps10uV.json"]  # judged per beat as it ran, not at any eps later
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert len(board) == 1  # one row: the microvolt cells are not rows or columns of their own
+    uv_table = json.loads((out / "uv-curves-mitbih.json").read_text())
+    assert [(r["uV"], r["attacks"]) for r in uv_table] == [(10, "boundary, fgsm"), (40, "boundary, fgsm")]
+    budgets = json.loads((out / "budgets-mitbih.json").read_text())
+    assert [b["eps"] for b in budgets] == [0.01] and budgets[0]["uV median"] == per_unit["median"]
+    assert (out / "robust-curves-uv-mitbih.png").exists()
+    assert "robust accuracy (%) at budgets in microvolts" in (out / "leaderboard.md").read_text()
+
+
 def test_a_dry_run_of_a_finished_or_resumed_run_counts_only_what_is_left(finished, tmp_path, data_dir):
     """Finished cells, cached checkpoints and attacked sets are not counted again; the dry run changes nothing."""
     import shutil

@@ -37,6 +37,7 @@ modes = ["static", "adaptive-detect"]
 split = "inter-patient"
 seeds = [0, 1, 2]
 eps = [0.003, 0.01, 1]
+eps_uv = [5, 15.5]
 profile = "mine.toml"
 device = "cpu"
 out = "runs/x"
@@ -52,6 +53,7 @@ ray_address = "auto"
 """)
     cfg = read_run_config(path)
     assert cfg["datasets"] == ["mitbih"] and cfg["seeds"] == [0, 1, 2] and cfg["eps"] == [0.003, 0.01, 1.0]
+    assert cfg["eps_uv"] == [5.0, 15.5]
     assert cfg["out"] == str(tmp_path / "runs/x") and cfg["cache_dir"] == str(tmp_path / "cache") and cfg["data_dir"] == "/abs/data"
     assert cfg["profile"] == str(tmp_path / "mine.toml") and resolve_profile(cfg).epochs == 9
     assert (cfg["executor"], cfg["jobs"], cfg["tasks_per_gpu"], cfg["ray_address"], cfg["threads"]) == ("jobs", 3, 2, "auto", 2)
@@ -123,3 +125,25 @@ def test_merged_configuration_is_plain_json(tmp_path):
 
     merged = merge_config(read_run_config(EXAMPLE), {"out": str(tmp_path)})
     assert json.loads(json.dumps(merged)) == merged
+
+
+def test_a_budget_in_microvolts_keeps_the_keys_and_configuration_of_runs_without_one():
+    """`eps_uv` is recorded only where set: cells, run.json settings and a bundle's configuration without it are as
+    before it existed, so no finished cell or bundle of an older run is invalidated."""
+    from dataclasses import replace
+
+    from ecgbench.config.run import SETTINGS
+    from ecgbench.execute.bundles import configuration
+    from ecgbench.plan.cells import Cell
+    from ecgbench.config.run import RunConfig
+
+    plain = Cell("mitbih", "kachuee", "pgd", "adaptive", 0, 0.03)
+    assert list(plain.as_dict()) == ["dataset", "model", "attack", "mode", "seed", "eps", "training"]
+    assert Cell("mitbih", "kachuee", "pgd", "adaptive", 0, None, "clean", 15.0).as_dict()["eps_uv"] == 15.0
+    assert plain.path(Path("o")).name == "pgd.adaptive.eps0.03.json"
+    assert Cell("mitbih", "kachuee", "pgd", "adaptive", 1, None, "clean", 15.0).path(Path("o")).name == "pgd.adaptive.eps15uV.seed1.json"
+    cfg = RunConfig(datasets=["mitbih"], models=["kachuee"], attacks=["pgd"], profile=get_profile("smoke"), out=Path("o"),
+                    data_dir=Path("d"), cache=Path("c"))
+    assert set(cfg.settings()) == set(SETTINGS) and configuration(cfg.settings()) == cfg.settings()
+    uv = replace(cfg, eps_uv=(5.0,))
+    assert uv.settings()["eps_uv"] == [5.0] and configuration(uv.settings()) == uv.settings()

@@ -28,6 +28,26 @@ def test_smote_raises_minorities_to_target_and_marks_synthetic_beats(small):
     assert out.x.dtype == np.float32 and 0 <= out.x.min() and out.x.max() <= 1
 
 
+def test_scale_follows_take_concat_and_smote_and_is_checked(small):
+    """Each beat keeps its microvolts through caps and splits; SMOTE's synthetic beats have none (NaN); a scale that
+    does not fit the beats is the dataset's one-line error."""
+    from ecgbench.contracts import Beats, PluginError
+    from ecgbench.contracts.checks import check_beats
+
+    _, beats = small
+    idx = np.array([5, 0, 7])
+    np.testing.assert_array_equal(beats.take(idx).scale, beats.scale[idx])
+    train = cap_per_class(beats, 300, seed=0)
+    out = smote(train, 400, seed=0)
+    np.testing.assert_array_equal(out.scale[: len(train)], train.scale)
+    assert np.isnan(out.scale[len(train):]).all() and len(out.scale) == len(out)
+    assert Beats.concat([beats.take(idx), Beats(beats.x[:2], beats.y[:2], beats.groups[:2])]).scale.shape == (5,)
+    assert Beats.concat([Beats(beats.x[:2], beats.y[:2], beats.groups[:2])] * 2).scale is None
+    for bad in (beats.scale[:-1], -beats.scale, np.full(len(beats), np.inf)):
+        with pytest.raises(PluginError, match="dataset 'mitbih' returned a scale of shape"):
+            check_beats(Beats(beats.x, beats.y, beats.groups, scale=bad), "mitbih", 280, 4, (0.0, 1.0))
+
+
 def test_prepare_never_puts_synthetic_beats_in_test_or_validation(small):
     ds, beats = small
     s = prepare(ds, beats, "random", seed=0, train_cap=500, test_cap=100, n_folds=1, val_fraction=0.1)

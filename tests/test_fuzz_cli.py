@@ -74,6 +74,7 @@ def test_any_command_line_is_a_configuration_or_one_line(args):
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "0,a"], "--seeds '0,a': 'seeds' must be a list of integers"),
     (["--eps", "0,0.01"], "--eps '0,0.01': 'eps' must be a list of positive numbers"),
+    (["--eps-uv", "5,-1"], "--eps-uv '5,-1': 'eps_uv' must be a list of positive numbers"),
     (["--jobs", "0", "--executor", "jobs"], "--jobs 0: 'executor.jobs' must be an integer >= 1"),
     (["--modes", "static,nope"], "--modes 'static,nope': unknown mode 'nope'"),
     (["--profile", "nope"], "nope"),

@@ -32,6 +32,20 @@ def test_beat_is_centred_on_the_annotated_r_peak(data_dir, cache_dir):
     np.testing.assert_allclose(beats.x[0], minmax(signal[None, r - 140:r + 140])[0], atol=1e-6)
 
 
+def test_each_beat_states_its_amplitude_in_microvolts(data_dir, cache_dir):
+    """`scale`: the raw window's range in microvolts (100.hea: MLII in mV), so x * scale is the beat in microvolts
+    above its minimum; served the same from the cache as cut from the records."""
+    signal = wfdb.rdrecord(str(data_dir / "mitdb" / "100"), channels=[0]).p_signal[:, 0]
+    ann = wfdb.rdann(str(data_dir / "mitdb" / "100"), "atr")
+    for fresh in (True, False):
+        beats, _, hit = load_beats(MitBih(data_dir, records=["100"]), cache_dir / "scale")
+        assert hit is not fresh and beats.scale.shape == (len(beats),) and beats.scale.dtype == np.float32
+        for i, r in ((0, ann.sample[2]), (1, ann.sample[3])):
+            window = signal[r - 140:r + 140]
+            np.testing.assert_allclose(beats.scale[i], np.ptp(window) * 1000, rtol=1e-6)
+            np.testing.assert_allclose(beats.x[i] * beats.scale[i], (window - window.min()) * 1000, atol=0.05)
+
+
 def test_lead_is_chosen_by_name(data_dir, cache_dir):
     # Record 114 stores MLII in channel 1, not channel 0.
     beats, _, _ = load_beats(MitBih(data_dir, records=["114"]), cache_dir)

@@ -59,6 +59,22 @@ def test_beats_are_mitbih_shaped(subset_beats: Beats) -> None:
     assert set(subset_beats.groups) == set(ecg_table(ROOT).loc[list(SUBSET), "patient"])
 
 
+def test_each_beat_states_its_amplitude_in_microvolts(subset_beats: Beats) -> None:
+    """PTB-XL's headers give mV: ECG 1's beats, cut from its lead II resampled to 360 Hz, span `scale` microvolts."""
+    import wfdb
+    from scipy.signal import resample_poly
+
+    record = wfdb.rdrecord(str(ROOT / ecg_table(ROOT).loc["1", "filename_hr"]))
+    lead = record.sig_name.index("II")
+    assert record.units[lead] == "mV"
+    _, peaks = detect_and_cut(record.p_signal[:, lead], record.fs, 280)
+    signal = resample_poly(record.p_signal[:, lead], 18, 25)
+    ranges = np.array([np.ptp(signal[r - 140:r + 140]) * 1000 for r in peaks])
+    mine = subset_beats.scale[subset_beats.groups == ecg_table(ROOT).loc["1", "patient"]][:len(ranges)]
+    np.testing.assert_allclose(mine, ranges, rtol=1e-5)
+    assert np.isfinite(subset_beats.scale).all() and (subset_beats.scale > 0).all()
+
+
 def test_patient_and_strat_fold_splits_keep_patients_apart(subset_beats: Beats) -> None:
     ds = PtbXl(DATA, records=SUBSET)
     for split in ("patient", "strat-fold"):

@@ -47,7 +47,7 @@ def run_options(args: argparse.Namespace) -> dict:
     return {"datasets": args.dataset, "models": args.models, "attacks": args.attacks, "modes": args.modes,
             "profile": args.profile, "split": args.split, "source": args.source, "out": args.out, "data_dir": args.data_dir,
             "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads, "seeds": seeds, "eps": args.eps,
-            "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu}
+            "eps_uv": args.eps_uv, "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu}
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -185,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="one seed for splits, weights and attacks (default: the profile's, 0)")
     r.add_argument("--seeds", default=None, help="several seeds, '0,1,2': the plan runs per seed, tables show mean and spread")
     r.add_argument("--eps", default=None, help="budgets for robustness curves, '0.001,0.003,0.01,0.03,0.1' (adaptive modes)")
+    r.add_argument("--eps-uv", default=None, help="budgets in microvolts, '5,15,50,150': each beat's own eps on its "
+                   "[0, 1] scale (attacks that take one budget for all beats are left out, and named)")
     r.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<profile>)")
     r.add_argument("--data-dir", default=None, help=f"data root holding mitdb/, ptbxl/ ... (default ${DATA_ENV}, else ./data)")
     r.add_argument("--cache-dir", default=None, help="cache for beats, checkpoints, attacked sets (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")

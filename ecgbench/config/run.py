@@ -36,7 +36,8 @@ from typing import Any
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
 __all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS"]
+           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS",
+           "OPTIONAL_SETTINGS"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
@@ -44,11 +45,12 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SOURCE = "ecg-atk-gan"  # paper 2.3: attacks are made against ECG-ATK-GAN's discriminator
 DATA_ENV = "ECGBENCH_DATA"
 SETTINGS = ("datasets", "split", "profile", "seeds", "eps", "source")  # RunConfig.settings(), as run.json names them
+OPTIONAL_SETTINGS = ("eps_uv",)  # settings added later, recorded only when set, so older runs keep their configuration
 DEFAULT_THREADS = 1  # torch threads a task without --threads, under every executor (execute.scheduler.threads_per_task)
 
-LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps")
+LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps", "eps_uv")
 PLUGIN_KINDS = {"datasets": "datasets", "models": "models", "attacks": "attacks", "source": "models"}
-RUN_KEYS = ("attacks", "cache_dir", "data_dir", "datasets", "device", "eps", "executor", "models", "modes", "out",
+RUN_KEYS = ("attacks", "cache_dir", "data_dir", "datasets", "device", "eps", "eps_uv", "executor", "models", "modes", "out",
             "profile", "seeds", "source", "split", "threads")
 EXECUTOR_KEYS = ("executor", "jobs", "ray_address", "tasks_per_gpu")
 PATHS = ("out", "data_dir", "cache_dir")
@@ -82,7 +84,7 @@ def _list(source: str, key: str, value: Any) -> list:
         raise _fail(source, key, "a non-empty list (or a comma-separated string)", value)
     if key == "seeds":
         return [_int(source, "seeds", _number(source, key, v, int), 0) for v in value]
-    if key == "eps":
+    if key in ("eps", "eps_uv"):
         eps = [_number(source, key, v, float) for v in value]
         if any(e <= 0 for e in eps):
             raise _fail(source, key, "a list of positive numbers", value)
@@ -245,6 +247,7 @@ class RunConfig:
     source: str | None = None  # model the static attacks target; default ecg-atk-gan (paper 2.3)
     seeds: tuple[int, ...] = ()  # () -> the profile's seed
     eps: tuple[float, ...] = ()  # () -> each attack's own budget
+    eps_uv: tuple[float, ...] = ()  # absolute budgets in microvolts (issue 23), one per beat on the beat scale
     # how
     device: str = "auto"
     executor: str = "serial"  # serial | jobs | ray
@@ -276,7 +279,8 @@ class RunConfig:
         must agree on to continue one run."""
         return {"datasets": self.datasets, "split": self.split, "profile": self.profile.as_dict(),
                 "seeds": list(self.seed_list()), "eps": list(self.eps),
-                "source": self.source_model if "static" in self.modes else None}
+                "source": self.source_model if "static" in self.modes else None,
+                **({"eps_uv": list(self.eps_uv)} if self.eps_uv else {})}
 
     def plugins(self) -> list[tuple[str, str]]:
         """(kind, name) of every plugin the run uses: its datasets, models, attacks and, with static sets, their source."""
@@ -376,7 +380,8 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
     cfg = RunConfig(datasets=datasets, models=models, attacks=attacks, profile=profile,
                     out=Path(o.get("out") or f"runs/{datasets[0]}-{profile.name}"), data_dir=data_dir(o.get("data_dir")),
                     cache=cache_dir(o.get("cache_dir")), split=o["split"], modes=tuple(o["modes"]), source=o.get("source"),
-                    seeds=tuple(o.get("seeds") or ()), eps=tuple(o.get("eps") or ()), device=o["device"],
+                    seeds=tuple(o.get("seeds") or ()), eps=tuple(o.get("eps") or ()), eps_uv=tuple(o.get("eps_uv") or ()),
+                    device=o["device"],
                     executor=o["executor"], jobs=o["jobs"], threads=o["threads"], ray_address=o.get("ray_address"),
                     tasks_per_gpu=o["tasks_per_gpu"], force=force, retry_failed=retry_failed, progress=progress,
                     verbose=verbose, command=command, time_limit=limit,

@@ -24,12 +24,16 @@ class Beats:
     """A set of single-lead beats: `x` float32 [n, window], `y` int64 class index, `groups` patient id.
 
     `attacked` marks adversarial copies (paper 3.1: E'_x = E_x + E_xadv, each with its attack flag).
+    `scale` states the beats in physical units: microvolts per unit of `x`, per beat (for min-max scaled
+    beats, each beat's amplitude range before scaling); NaN where unknown (SMOTE's synthetic beats), None
+    for a dataset that does not state it. Budgets in microvolts are read off it (issue 23).
     """
 
     x: np.ndarray
     y: np.ndarray
     groups: np.ndarray
     attacked: np.ndarray = field(default=None)  # type: ignore[assignment]
+    scale: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.attacked is None:
@@ -39,11 +43,17 @@ class Beats:
         return len(self.y)
 
     def take(self, idx: np.ndarray) -> "Beats":
-        return Beats(self.x[idx], self.y[idx], self.groups[idx], self.attacked[idx])
+        scale = None if self.scale is None else self.scale[idx]
+        return Beats(self.x[idx], self.y[idx], self.groups[idx], self.attacked[idx], scale)
 
     @staticmethod
     def concat(parts: Sequence["Beats"]) -> "Beats":
-        return Beats(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "groups", "attacked")))
+        """The beats one after the other; a part without a scale counts as unknown (NaN) where another has one."""
+        fields = [np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "groups", "attacked")]
+        if all(p.scale is None for p in parts):
+            return Beats(*fields)
+        scale = np.concatenate([np.full(len(p), np.nan, np.float32) if p.scale is None else p.scale for p in parts])
+        return Beats(*fields, scale=scale)
 
     def counts(self, n_classes: int) -> list[int]:
         return np.bincount(self.y, minlength=n_classes).tolist()
@@ -148,6 +158,7 @@ class Attack:
     costly: bool = False  # thousands of model calls a beat: run on the stratified subset; may differ per back-end (cw@art)
     defaults: ClassVar[dict[str, Any]] = {"eps": 0.01}  # paper 2.3
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    per_beat: bool = False  # a bounded attack that takes one budget per beat: `run_<backend>(..., eps=tensor[batch])`
 
     def __init__(self, backend: str | None = None, variant: str | None = None, **params: Any) -> None:
         self.backend = backend or self.backends[0]
@@ -174,9 +185,18 @@ class Attack:
         """Everything that changes the attacked beats; hashed into the cache key and shown in reports."""
         return {"name": self.name, "backend": self.backend, "variant": self.variant, **self.params}
 
-    def __call__(self, model: Any, x: Any, y: Any, value_range: tuple[float, float]) -> Any:
-        """Return adversarial beats for torch tensors `x` [batch, 1, window] and labels `y` on the model's device."""
-        return getattr(self, f"run_{self.backend}")(model, x, y, value_range)
+    def __call__(self, model: Any, x: Any, y: Any, value_range: tuple[float, float], eps: Any = None) -> Any:
+        """Return adversarial beats for torch tensors `x` [batch, 1, window] and labels `y` on the model's device.
+
+        `eps`: a budget per beat (tensor [batch]), for a budget in microvolts; only an attack with `per_beat`
+        takes one, and its back-end receives it as the keyword `eps`.
+        """
+        run = getattr(self, f"run_{self.backend}")
+        if eps is None:
+            return run(model, x, y, value_range)
+        if not self.per_beat:
+            raise PluginError(f"attack {self.label!r} takes one budget for all beats, not one per beat")
+        return run(model, x, y, value_range, eps=eps)
 
 
 class Defence:
@@ -184,8 +204,8 @@ class Defence:
 
     One configured defence per defended model class: `step(model, x, y, optimizers)` replaces the standard
     cross-entropy step with the defence's (the model's own optimisers, the same batches, folds and seeds),
-    and returns the batch loss, detached. `defaults` are its parameters, recorded in every cell trained
-    with it and hashed into the keys. A model that brings its own `training_step` (a GAN) cannot be combined.
+    and returns the batch loss, detached. `defaults` are its parameters (a profile's `defence_params` may
+    override them), recorded in every cell trained with it and hashed into the keys. A model that brings its own `training_step` (a GAN) cannot be combined.
     """
 
     name: ClassVar[str] = ""

@@ -30,6 +30,11 @@ def check_beats(beats: Beats, name: str, window: int, n_classes: int, value_rang
     bad = sorted(set(np.unique(y).tolist()) - set(range(n_classes)))
     if bad:
         raise PluginError(f"dataset {name!r} returned labels {bad}, expected 0..{n_classes - 1} (one per class name)")
+    scale = beats.scale
+    if scale is not None and (not isinstance(scale, np.ndarray) or scale.shape != (len(x),) or (scale[np.isfinite(scale)] < 0).any()
+                              or np.isinf(scale).any()):
+        raise PluginError(f"dataset {name!r} returned a scale of shape {getattr(scale, 'shape', type(scale))}, expected "
+                          f"({len(x)},) microvolts per unit, non-negative (NaN where unknown)")
 
 
 def check_logits(logits: torch.Tensor | np.ndarray, name: str, n: int, n_classes: int) -> None:
@@ -41,11 +46,12 @@ def check_logits(logits: torch.Tensor | np.ndarray, name: str, n: int, n_classes
         raise PluginError(f"model {name!r} returned non-finite logits")
 
 
-def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, name: str, eps: float, bounded: bool,
+def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, name: str, eps: float | torch.Tensor, bounded: bool,
                       value_range: tuple[float, float]) -> torch.Tensor:
     """Validate an attack's output; returns the per-beat L-inf distance.
 
-    A bounded attack outside its eps-ball is a bug in the attack, never a success.
+    A bounded attack outside its eps-ball is a bug in the attack, never a success. `eps` may be one
+    budget per beat (a tensor [batch]: a budget in microvolts).
     """
     if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
         raise PluginError(f"attack {name!r} returned {type(x_adv).__name__} of shape {tuple(getattr(x_adv, 'shape', ()))}, expected a tensor of shape {tuple(x.shape)}")
@@ -55,6 +61,9 @@ def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, name: str, eps: floa
     if lo < value_range[0] - TOL or hi > value_range[1] + TOL:
         raise PluginError(f"attack {name!r} left the value range: [{lo:.4g}, {hi:.4g}] outside {list(value_range)}")
     linf = (x_adv - x).flatten(1).abs().amax(1)
-    if bounded and float(linf.max()) > eps + TOL:
-        raise PluginError(f"attack {name!r} perturbed a beat by L-inf {float(linf.max()):.5g} > eps {eps}")
+    over = linf - (eps.to(linf) if isinstance(eps, torch.Tensor) else eps)
+    if bounded and float(over.max()) > TOL:
+        i = int(over.argmax())
+        budget = float(eps[i]) if isinstance(eps, torch.Tensor) else eps
+        raise PluginError(f"attack {name!r} perturbed a beat by L-inf {float(linf[i]):.5g} > eps {budget:.5g}")
     return linf

@@ -9,8 +9,10 @@ from ecgbench.contracts.base import Beats, Dataset
 from ecgbench.contracts.splits import stratified_split
 
 __all__ = [
-    "cut_windows", "minmax", "cap_per_class", "smote", "folds", "Splits", "prepare",
+    "cut_windows", "minmax", "microvolts_per_unit", "amplitude_uv", "cap_per_class", "smote", "folds", "Splits", "prepare",
 ]
+
+MICROVOLTS = {"mv": 1e3, "uv": 1.0, "µv": 1.0, "v": 1e6}  # WFDB headers' physical units, lower case
 
 
 def cut_windows(signal: np.ndarray, peaks: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +41,20 @@ def minmax(x: np.ndarray) -> np.ndarray:
         x, lo, hi = x / s, lo / s, hi / s
         span = np.where(huge, hi - lo, span)
     return ((x - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+
+
+def microvolts_per_unit(units: str | None) -> float:
+    """Microvolts in one of a WFDB header's physical units (`mV` -> 1000); NaN for a unit we do not know."""
+    return MICROVOLTS.get((units or "").strip().lower(), float("nan"))
+
+
+def amplitude_uv(windows: np.ndarray, units: str | None) -> np.ndarray:
+    """Each window's amplitude range (max - min) in microvolts: what one unit of its min-max scaled beat is worth.
+
+    An eps on the [0, 1] beat scale is eps times this many microvolts, another voltage on every beat
+    (issue 23: eps 0.01 is a median 19 microvolts on MIT-BIH). A flat beat has range 0 (no budget holds it).
+    """
+    return (np.ptp(windows, axis=1) * microvolts_per_unit(units)).astype(np.float32)
 
 
 def cap_per_class(beats: Beats, cap: int | None, seed: int) -> Beats:

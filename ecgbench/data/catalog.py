@@ -23,6 +23,7 @@ from ecgbench.store.locks import entry_lock
 __all__ = ["Catalog", "DataContext", "fingerprint", "load_beats", "beats_digest", "eval_index", "stratified_subset"]
 
 
+BEATS_FORMAT = 2  # 2: with each beat's scale in microvolts (issue 23); in the beats cache's key only, not the training keys
 SMALL_FILE = 64 << 10  # files up to 64 KiB (headers, annotations, RECORDS; not PTB-XL signals) are hashed by content
 
 
@@ -51,13 +52,14 @@ def load_beats(dataset: Dataset, cache: Path) -> tuple[Beats, float, bool]:
     is reported, deleted and cut again from the records.
     """
     start = time.perf_counter()
-    path = beats_path(cache, dataset.name, cache_key(dataset.settings(), fingerprint(dataset.files())))
+    path = beats_path(cache, dataset.name, cache_key(dataset.settings(), fingerprint(dataset.files()), BEATS_FORMAT))
     with entry_lock(path):
         a = verified(load_arrays, path)
         if a is not None:
-            return Beats(a["x"], a["y"], a["groups"]), time.perf_counter() - start, True
+            return Beats(a["x"], a["y"], a["groups"], scale=a["scale"] if "scale" in a else None), time.perf_counter() - start, True
         beats = dataset.load()
-        save_arrays(path, x=beats.x, y=beats.y, groups=beats.groups.astype(str))
+        scale = {} if beats.scale is None else {"scale": beats.scale}
+        save_arrays(path, x=beats.x, y=beats.y, groups=beats.groups.astype(str), **scale)
     return beats, time.perf_counter() - start, False
 
 

@@ -23,8 +23,11 @@ def bounded(attack: Attack) -> bool:
 
 def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndarray, value_range: tuple[float, float], *,
              seed: int, batch: int, device: torch.device, desc: str = "attack",
-             checkpoints: Checkpoints | None = None) -> tuple[np.ndarray, dict]:
+             checkpoints: Checkpoints | None = None, eps: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Adversarial beats [n, window] for beats `x` [n, 1, window]; a minimisation attack's results beyond eps are replaced by the clean beat.
+
+    `eps`: one budget per beat (a budget in microvolts on beats of different amplitudes), handed to a
+    bounded attack that takes one (`per_beat`) and judged per beat for a minimisation attack; None: `attack.eps`.
 
     The stats hold, for a minimisation attack, each beat's L-inf when its raw result fools the
     model (None where it does not), so a report can judge it at any eps from this one run.
@@ -43,6 +46,7 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
         set_rng_state(saved["rng"])
     done = sum(len(o) for o in outs)
     last_save, seconds = time.perf_counter(), 0.0
+    budget = torch.as_tensor(eps, dtype=torch.float32) if eps is not None else torch.full((len(x),), attack.eps)
     for i in log.bar(range(done, len(x), batch), desc=desc):
         if checkpoints is not None and i > done:
             out_of_time = checkpoints.deadline is not None and not checkpoints.deadline.allows(2 * seconds + 1.0)
@@ -54,13 +58,14 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
         t0 = time.perf_counter()
         xb = x[i:i + batch].to(device)
         yb = torch.as_tensor(y[i:i + batch], device=device)
-        adv = attack(model, xb, yb, value_range)
-        linf = check_adversarial(adv, xb, attack.label, attack.eps, bounded(attack), value_range)
+        eps_b = budget[i:i + batch].to(device) if eps is not None and bounded(attack) else None
+        adv = attack(model, xb, yb, value_range) if eps_b is None else attack(model, xb, yb, value_range, eps=eps_b)
+        linf = check_adversarial(adv, xb, attack.label, budget[i:i + batch], bounded(attack), value_range)
         outs.append(adv.detach().float().cpu())
         linfs.append(linf.cpu())
         seconds = time.perf_counter() - t0
     x_adv, linf = torch.cat(outs), torch.cat(linfs)
-    within = linf <= attack.eps + TOL
+    within = linf <= budget + TOL
     stats: dict[str, Any] = {"within_budget": float(within.float().mean()), "linf_median_found": float(linf.median())}
     if not bounded(attack):
         fooled = predict(model, x_adv, device).argmax(1) != y

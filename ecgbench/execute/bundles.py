@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgbench import __version__, log
-from ecgbench.config.run import EXECUTOR_KEYS, RUN_KEYS, SETTINGS, RunConfig, run_config
+from ecgbench.config.run import EXECUTOR_KEYS, OPTIONAL_SETTINGS, RUN_KEYS, SETTINGS, RunConfig, run_config
 from ecgbench.contracts.registry import Registry, registry as default_registry
 from ecgbench.execute.runner import Runner
 from ecgbench.execute.scheduler import in_cache, needed
@@ -37,7 +37,7 @@ __all__ = ["bundle_run", "unbundle", "configuration", "Placed"]
 
 def configuration(run: dict[str, Any]) -> dict[str, Any]:
     """What must agree for two machines to continue one run: the settings run.json records that change cache keys."""
-    return {k: run.get(k) for k in SETTINGS}
+    return {k: run.get(k) for k in SETTINGS} | {k: run[k] for k in OPTIONAL_SETTINGS if run.get(k)}
 
 
 def _run_config(run_dir: Path, cache: Path | None, data_dir: Path | None) -> tuple[RunConfig, dict]:

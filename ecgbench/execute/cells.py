@@ -31,7 +31,7 @@ from ecgbench.plan.tasks import CellTask
 from ecgbench.store.io import write_json
 from ecgbench.store.layout import drop_state, partial_path
 
-__all__ = ["score", "record", "evaluate", "summary"]
+__all__ = ["score", "record", "evaluate", "summary", "per_beat_eps", "in_units"]
 
 
 def score(w: Context, task: CellTask) -> dict:
@@ -72,6 +72,7 @@ def evaluate(w: Context, task: CellTask) -> dict:
     idx = np.arange(len(s.test)) if sub is None else sub
     x_clean, y = s.test.x[idx], s.test.y[idx]
     clean_pred = _logits(w, net, x_clean, cell.model, ctx.n_classes).argmax(1)
+    per_beat = None
     result: dict[str, Any] = {"train": info, "checkpoint": task.train.key, "weights": weights, "classes": list(ds.classes),
                               "trained_on": task.train.trained_on}
     if "outside" in info:  # trained elsewhere: its class, checkpoint and checksum
@@ -89,13 +90,15 @@ def evaluate(w: Context, task: CellTask) -> dict:
     else:
         target = DetectorAware(net) if cell.mode == "adaptive-detect" else net
         partial = partial_path(w.cfg.cache, attack.name, task.cell_key, "cell")
+        per_beat = None if cell.eps_uv is None else per_beat_eps(cell.eps_uv, s.test.scale, idx, cell.dataset, ds.value_range)
         x_eval, budget = generate(target, attack, torch.as_tensor(x_clean)[:, None], y, ds.value_range, seed=p.seed,
                                   batch=p.attack_batch, device=w.device, desc=f"{attack.label} vs {cell.model}",
-                                  checkpoints=checkpoints(w, partial, f"{attack.label} vs {cell.model}"))
+                                  checkpoints=checkpoints(w, partial, f"{attack.label} vs {cell.model}"), eps=per_beat)
         drop_state(partial)
         w.attack_calls += 1
-        if "linf_found" in budget:
-            result["linf_found"] = budget.pop("linf_found")
+        found = budget.pop("linf_found", None)
+        if found is not None and per_beat is None:  # judged at any eps later; a budget per beat is judged now
+            result["linf_found"] = found
         result["budget"] = budget
     pred = _logits(w, net, x_eval, cell.model, ctx.n_classes).argmax(1)
     result["metrics"] = metrics.classification(y, pred, ds.classes)
@@ -108,12 +111,44 @@ def evaluate(w: Context, task: CellTask) -> dict:
     result["y"] = "".join(str(int(c)) for c in y)  # each scored beat's class, aligned with `correct`
     if attack is not None:
         result["attack"] = attack.config()
+        result["units"] = in_units(attack.eps if per_beat is None else per_beat, s.test.scale, idx, ds.value_range)
+        if per_beat is not None:
+            result["attack"]["eps"] = None  # one per beat: `units` and the cell's eps_uv say which
         result["attack_kind"] = getattr(attack, "kind", "gradient")
         result["success_rate"] = metrics.success_rate(y, clean_pred, pred)
         result["perturbation"] = metrics.perturbation(x_clean, x_eval)
     result.update(_extras(w, net, x_clean, x_eval, y, attack is not None, p.seed))
     result["examples"] = _examples(x_clean, x_eval, y, ctx.n_classes)
     return result
+
+
+def per_beat_eps(eps_uv: float, scale: np.ndarray | None, idx: np.ndarray, dataset: str,
+                 value_range: tuple[float, float]) -> np.ndarray:
+    """Each beat's budget on its own scale for `eps_uv` microvolts: eps_uv over the microvolts one unit of the beat is."""
+    if scale is None:
+        raise Known(f"--eps-uv: dataset {dataset!r} does not state its beats' scale in microvolts")
+    uv_per_unit = scale[idx] / (value_range[1] - value_range[0])
+    if not (np.isfinite(uv_per_unit) & (uv_per_unit > 0)).all():
+        raise Known(f"--eps-uv: dataset {dataset!r} has test beats of unknown or zero amplitude")
+    return (eps_uv / uv_per_unit).astype(np.float32)
+
+
+def in_units(eps: float | np.ndarray, scale: np.ndarray | None, idx: np.ndarray,
+             value_range: tuple[float, float]) -> dict | None:
+    """The budget of the beats a cell attacked in both units, each as median, 5th and 95th percentile over the
+    beats: `eps` on the beat scale (one for all, or one per beat) and microvolts; None without a scale."""
+    if scale is None:
+        return None
+    uv_per_unit = scale[idx].astype(np.float64) / (value_range[1] - value_range[0])
+    eps = np.broadcast_to(np.asarray(eps, dtype=np.float64), uv_per_unit.shape)
+    ok = np.isfinite(uv_per_unit)
+    if not ok.any():
+        return None
+
+    def spread(v: np.ndarray) -> dict:
+        p5, median, p95 = np.percentile(v, [5, 50, 95])
+        return {"median": round(float(median), 6), "p5": round(float(p5), 6), "p95": round(float(p95), 6)}
+    return {"eps": spread(eps[ok]), "uV": spread(eps[ok] * uv_per_unit[ok])}
 
 
 def _logits(w: Context, net: torch.nn.Module, x: np.ndarray, name: str, n_classes: int) -> np.ndarray:
@@ -155,6 +190,7 @@ def summary(cell: Cell, record: dict) -> str:
     if record["status"] != "ok":
         return f"FAILED {cell.label}: {record['error']}"
     acc = record.get("system_accuracy", record["metrics"]["accuracy"]) * 100
-    what = "clean accuracy" if cell.mode == "clean" else f"robust accuracy after {cell.attack} ({cell.mode}{'' if cell.eps is None else f', eps {cell.eps:g}'})"
+    budget = (f", eps {cell.eps:g}" if cell.eps is not None else "") + (f", {cell.eps_uv:g} uV" if cell.eps_uv is not None else "")
+    what = "clean accuracy" if cell.mode == "clean" else f"robust accuracy after {cell.attack} ({cell.mode}{budget})"
     seed = f" seed {cell.seed}" if cell.seed else ""
     return f"{cell.dataset} {cell.model}{seed}: {what}: {acc:.1f}% ({record['seconds']:.1f} s)"

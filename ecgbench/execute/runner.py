@@ -31,6 +31,7 @@ from ecgbench.engine.accel import resolve_device
 from ecgbench.execute.local import run_jobs, run_serial
 from ecgbench.execute.scheduler import Outcome, in_cache, needed, threads_per_task
 from ecgbench.execute.worker import Worker
+from ecgbench.plan.cells import without_uv
 from ecgbench.plan.graph import Graph, plan
 from ecgbench.plan.tasks import CellTask, Task
 from ecgbench.store.io import read_json, write_json
@@ -103,6 +104,9 @@ class Runner:
             n_cells = len(graph.of_kind("cell"))
             log.info(f"{n_cells} cells planned, {n_cells - len(todo)} already done; executor {self.cfg.executor}"
                      + (f" x {self.cfg.jobs}" if self.cfg.executor == "jobs" else ""))
+            left_out = without_uv(self.cfg, self.reg)
+            if left_out:
+                log.info(f"--eps-uv: not for {', '.join(left_out)}: one budget for all beats (no budget per beat)")
             worker = Worker(self.cfg, self.reg, self.catalog) if self.cfg.executor == "serial" else None
             outcome = Outcome()
             path = out / "run.json"

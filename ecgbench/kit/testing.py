@@ -265,6 +265,12 @@ def attack_checks(cls: type, model: torch.nn.Module, x: torch.Tensor, y: torch.T
             flipped = int((model(adv.float()).argmax(1) != clean_pred).sum())
         yield (f"{attack.label}: {len(x)} beats in {seconds:.1f} s, L-inf max {float(linf.max()):.4g} "
                f"({'bounded' if bounded else 'minimisation'}, eps {attack.eps}), in value range, {flipped} predictions flipped")
+        if bounded and getattr(attack, "per_beat", False):  # budgets in microvolts: each beat its own eps
+            budget = torch.linspace(attack.eps / 4, attack.eps * 2, len(x), device=x.device)
+            with _step(f"attack {attack.label!r} with one budget per beat (eps=tensor[{len(x)}])"):
+                adv = attack(model, x, y, value_range, eps=budget)
+            check_adversarial(adv, x, attack.label, budget, True, value_range)
+            yield f"{attack.label}: one budget per beat ({attack.eps / 4:.4g} to {attack.eps * 2:.4g}): every beat within its own"
 
 
 # -- pytest helpers ---------------------------------------------------------------------------

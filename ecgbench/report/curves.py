@@ -14,6 +14,7 @@ import pandas as pd
 
 from ecgbench import metrics
 from ecgbench.report.results import BLACK_BOX, Result, results, worst_case
+from ecgbench.report.units import budget_table
 
 __all__ = ["eps_grid", "curve", "curve_tables"]
 
@@ -43,6 +44,7 @@ def curve(rs: list[Result], grid: list[float], kinds: tuple[str, ...] | None) ->
 def curve_tables(cells: list[dict]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Per dataset with several budgets: (robust accuracy per model and eps, area under each curve)."""
     rs = results(cells)
+    budgets = budget_table(cells)
     out = {}
     for d in dict.fromkeys(r.dataset for r in rs):
         mine = [r for r in rs if r.dataset == d]
@@ -50,10 +52,13 @@ def curve_tables(cells: list[dict]) -> dict[str, tuple[pd.DataFrame, pd.DataFram
         if len(grid) < 2:
             continue
         rows, aucs = [], []
+        b = budgets.get(d)
+        uv = {} if b is None else dict(zip(b["eps"].round(12), b["uV median"]))
         for m in dict.fromkeys(r.model for r in mine):
             model = [r for r in mine if r.model == m]
             white, black = curve(model, grid, None), curve(model, grid, BLACK_BOX)
-            rows += [{"model": m, "eps": e, "white-box worst": w, "black-box worst": b} for e, w, b in zip(grid, white, black)]
+            rows += [{"model": m, "eps": e, "uV median": uv.get(round(e, 12), np.nan), "white-box worst": w, "black-box worst": bb}
+                     for e, w, bb in zip(grid, white, black)]
             aucs.append({"model": m, "auc white-box": metrics.auc_log_eps(grid, white), "auc black-box": metrics.auc_log_eps(grid, black),
                          "eps from": grid[0], "eps to": grid[-1]})
         auc = pd.DataFrame(aucs).sort_values("auc white-box", ascending=False, na_position="last").reset_index(drop=True)

@@ -135,24 +135,25 @@ def overlays(cells: list[dict], dataset: str, model: str, mode: str = "static"):
     return fig
 
 
-def curves_figure(curve, dataset: str):
-    """Robust accuracy vs eps (log axis), one line per model; left white-box, right black-box worst case."""
+def curves_figure(curve, dataset: str, x: str = "eps"):
+    """Robust accuracy vs eps (log axis), one line per model; left white-box, right black-box worst case.
+    `x`: "eps" (the [0, 1] beat scale) or "uV" (budgets in microvolts, `--eps-uv`)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, col in zip(axes, ("white-box worst", "black-box worst")):
         for model, part in curve.groupby("model", sort=False):
-            ax.plot(part["eps"], part[col] * 100, marker="o", ms=3, label=model)
+            ax.plot(part[x], part[col] * 100, marker="o", ms=3, label=model)
         ax.set_xscale("log")
-        grid = sorted(curve["eps"].unique())
+        grid = sorted(curve[x].unique())
         ax.set_xticks(grid, [f"{e:g}" for e in grid])
         ax.minorticks_off()
-        ax.set_xlabel("eps (L-inf, [0, 1] beat scale)")
+        ax.set_xlabel("eps (L-inf, [0, 1] beat scale)" if x == "eps" else "budget (L-inf, microvolts on every beat)")
         ax.set_title(col.replace("worst", "worst case"), fontsize=9)
         ax.set_ylim(0, 100)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("robust accuracy (%)")
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: robust accuracy vs eps (adaptive attacks)", fontsize=10)
+    fig.suptitle(f"{dataset}: robust accuracy vs {'eps' if x == 'eps' else 'microvolts'} (adaptive attacks)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -160,9 +161,10 @@ def curves_figure(curve, dataset: str):
 def write_figures(out: Path, cells: list[dict]) -> list[Path]:
     """Every figure of a run folder, per dataset; returns the PNGs written."""
     from ecgbench.report.curves import curve_tables
+    from ecgbench.report.units import uv_tables
 
     written = []
-    curves = curve_tables(cells)
+    curves, uv = curve_tables(cells), uv_tables(cells)
     for d in dict.fromkeys(c["cell"]["dataset"] for c in cells):
         for name, fig in ((f"robust-accuracy-{d}", robust_bars(cells, d)), (f"perclass-{d}", class_heatmap(cells, d))):
             if fig is not None:
@@ -174,4 +176,6 @@ def write_figures(out: Path, cells: list[dict]) -> list[Path]:
             written.append(save(fig, out / f"overlays-{d}.png"))
         if d in curves:
             written.append(save(curves_figure(curves[d][0], d), out / f"robust-curves-{d}.png"))
+        if d in uv and uv[d]["uV"].nunique() >= 2:
+            written.append(save(curves_figure(uv[d], d, "uV"), out / f"robust-curves-uv-{d}.png"))
     return written

@@ -56,6 +56,7 @@ class Result:
     linf_found: np.ndarray | None = None  # per scored beat, L-inf of the adversarial found (NaN: none found)
     record: dict = field(default_factory=dict, repr=False)
     training: str = "clean"  # clean | defence | static: how the scored model was trained (plan.cells)
+    eps_uv: float | None = None  # a budget in microvolts: each beat its own eps (then `eps` is None)
 
     @property
     def in_row(self) -> bool:
@@ -90,12 +91,12 @@ def from_record(rec: dict) -> Result:
     cell = rec["cell"]
     attack = rec.get("attack") or {}
     name = (cell.get("attack") or "").partition(":")[0].partition("@")[0]
-    eps = cell.get("eps")
-    if eps is None and cell.get("attack"):
+    eps, uv = cell.get("eps"), cell.get("eps_uv")
+    if eps is None and cell.get("attack") and uv is None:
         eps = attack.get("eps")
     kind = rec.get("attack_kind") or (KIND_BY_NAME.get(name, "gradient") if cell.get("attack") else None)
     index = rec.get("eval_index")
-    found = rec.get("linf_found")
+    found = rec.get("linf_found") if uv is None else None  # a budget per beat: judged per beat already
     training = cell.get("training") or ("static" if cell["mode"] == "static" or rec.get("trained_on", "clean") != "clean"
                                         else "clean")
     return Result(dataset=cell["dataset"], model=cell["model"], attack=cell.get("attack"), mode=cell["mode"],
@@ -103,16 +104,18 @@ def from_record(rec: dict) -> Result:
                   eps=None if eps is None else float(eps), kind=kind, correct=_bits(rec["correct"]),
                   index=None if index is None else np.asarray(index, dtype=np.int64),
                   linf_found=None if found is None else np.array([np.nan if v is None else v for v in found], dtype=float),
-                  record=rec, training=training)
+                  record=rec, training=training, eps_uv=None if uv is None else float(uv))
 
 
-def results(cells: Iterable[dict]) -> list[Result]:
-    """Every finished cell that holds per-beat outcomes, normalised.
+def results(cells: Iterable[dict], microvolts: bool = False) -> list[Result]:
+    """Every finished cell that holds per-beat outcomes, normalised: those with budgets on the beat scale, or
+    (`microvolts`) the clean cells and those with budgets in microvolts (`--eps-uv`), which have tables of their own.
 
     An attacked cell older than `cell.training` and `trained_on` belongs to its model's row only if it
     scored the checkpoint the model's clean cell scored: a static run of that time attacked, in each
     adaptive cell, the model trained with that attack's static set."""
     rs = [from_record(c) for c in cells if c.get("status") == "ok" and "correct" in c]
+    rs = [r for r in rs if ((r.attack is None or r.eps_uv is not None) if microvolts else r.eps_uv is None)]
     legacy = [r for r in rs if "training" not in r.record["cell"] and "trained_on" not in r.record]
     clean = {(r.dataset, r.model, r.seed): r.record.get("checkpoint") for r in legacy if r.mode == "clean"}
     for r in legacy:

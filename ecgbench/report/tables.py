@@ -215,12 +215,13 @@ def column_label(rs: Sequence[Result], attack: str, mode: str) -> str:
 def attack_details(cells: list[dict], cell_metrics: Callable[[dict], dict] | None = None) -> pd.DataFrame:
     """Per attack, model, mode, seed and eps: success rate, perturbation size and SNR, budget and detection figures."""
     rows = []
-    for r in results(cells):
+    for r in results(cells) + [r for r in results(cells, microvolts=True) if r.attack]:
         if not r.attack:
             continue
         c = r.record
+        uv = (c.get("units") or {}).get("uV")
         row = {"dataset": r.dataset, "model": r.model, "attack": r.attack, "kind": r.kind, "mode": r.mode,
-               "seed": r.seed, "eps": r.eps, "beats": len(r.correct),
+               "seed": r.seed, "eps": r.eps, "eps_uv": r.eps_uv, "uV_median": uv and uv["median"], "beats": len(r.correct),
                "accuracy": c["metrics"]["accuracy"], "system_accuracy": c.get("system_accuracy"),
                "success_rate": c.get("success_rate"), **c.get("perturbation", {})}
         row.update({f"budget_{k}": v for k, v in c.get("budget", {}).items()})
@@ -238,7 +239,7 @@ def pct(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracies and rates as percentages with one decimal, for markdown only (CSV and JSON keep floats)."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype.kind == "f" and not col.startswith(("linf", "l2", "snr", "mse", "nrmse", "budget_linf", "eps", "params")):
+        if out[col].dtype.kind == "f" and not col.startswith(("linf", "l2", "snr", "mse", "nrmse", "budget_linf", "eps", "params", "uV")):
             out[col] = (out[col] * 100).round(1)
     return out
 

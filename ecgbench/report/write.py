@@ -15,6 +15,7 @@ from ecgbench.contracts import hooks
 from ecgbench.report.figures import save, write_figures
 from ecgbench.report.html import write_html
 from ecgbench.report.curves import curve_tables
+from ecgbench.report.units import UV_NOTE, budget_table, uv_tables
 from ecgbench.report.results import classes_of, load_cells, static_source
 from ecgbench.report.layouts import per_class_worst, protocol_table, table1, table2, table3
 from ecgbench.report.tables import (AUC_NOTE, HEADLINE_NOTE, MODES, attack_details, auc_table, headline, leaderboard, mode_table,
@@ -56,10 +57,23 @@ def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sect
         auc = auc_table(cells, d)
         if not auc.empty:
             lines += ["", f"### {d}: area under the robust accuracy vs eps curve (%)", "", AUC_NOTE, "", markdown(auc)]
-        lines += [""]
+        lines += _microvolts(cells, d) + [""]
     for title, body in sections:
         lines += [f"## {title}", "", body.strip(), ""]
     return "\n".join(lines)
+
+
+def _microvolts(cells: list[dict], dataset: str) -> list[str]:
+    """leaderboard.md's lines on budgets in microvolts: each eps in microvolts, and the `--eps-uv` table."""
+    lines = []
+    budgets = budget_table(cells).get(dataset)
+    if budgets is not None:
+        lines += ["", f"### {dataset}: the budgets in microvolts (each beat's amplitude range sets its unit)", "",
+                  budgets.to_markdown(index=False, floatfmt=".4g")]
+    uv = uv_tables(cells).get(dataset)
+    if uv is not None and not uv.empty:
+        lines += ["", f"### {dataset}: robust accuracy (%) at budgets in microvolts (adaptive)", "", UV_NOTE, "", markdown(uv)]
+    return lines
 
 
 def write_report(out: Path) -> list[Path]:
@@ -89,6 +103,12 @@ def write_report(out: Path) -> list[Path]:
     for d, (curve, auc) in curve_tables(cells).items():
         _save_table(out, f"curves-{d}", curve, f"Robust accuracy (%) vs eps ({d}), adaptive mode", run, written)
         _save_table(out, f"auc-{d}", auc, f"Area under the robust accuracy vs log10(eps) curve ({d}, %). {AUC_NOTE}", run, written)
+    for d, budgets in budget_table(cells).items():
+        _save_table(out, f"budgets-{d}", budgets, f"Budgets in microvolts ({d}): each eps over the test beats' amplitudes",
+                    run, written, percent=False)
+    for d, uv in uv_tables(cells).items():
+        _save_table(out, f"uv-curves-{d}", uv, f"Robust accuracy (%) at budgets in microvolts ({d}), adaptive mode. {UV_NOTE}",
+                    run, written)
     t3 = table3(cells)
     if not t3.empty:
         _save_table(out, "table3", t3, "Table 3 layout: generator output vs clean beat (MSE, SSIM, cross-correlation, NRMSE)", run, written)

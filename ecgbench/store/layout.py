@@ -48,11 +48,12 @@ def partial_path(cache: Path, attack: str, key: str, part: str) -> Path:
 
 
 def cell_path(out: Path, dataset: str, model: str, attack: str | None, mode: str, eps: float | None, seed: int,
-              training: str = "clean") -> Path:
-    """`cells/<dataset>/<model>/<attack>.<mode>[.defence][.eps<e>][.seed<n>].json`; the clean-trained row at seed 0
-    and the default eps keeps the short name."""
+              training: str = "clean", eps_uv: float | None = None) -> Path:
+    """`cells/<dataset>/<model>/<attack>.<mode>[.defence][.eps<e>|.eps<u>uV][.seed<n>].json`; the clean-trained row at
+    seed 0 and the default eps keeps the short name."""
     name = (attack or "none").replace(":", "+")
-    extra = (".defence" if training == "defence" else "") + (f".eps{eps:g}" if eps is not None else "") + (f".seed{seed}" if seed else "")
+    extra = (".defence" if training == "defence" else "") + (f".eps{eps:g}" if eps is not None else "")
+    extra += (f".eps{eps_uv:g}uV" if eps_uv is not None else "") + (f".seed{seed}" if seed else "")
     return Path(out) / "cells" / dataset / model / f"{name}.{mode}{extra}.json"
 
 

@@ -57,10 +57,14 @@ class CW(Attack):
         # ART's C&W L-inf takes no budget: a minimisation attack, judged within eps by the harness.
         self.bounded = self.backend != "art"
         self.costly = self.backend == "art"
+        self.per_beat = self.backend == "torch"  # one budget per beat: the step scales with it
 
-    def run_torch(self, model, x, y, value_range):
+    def run_torch(self, model, x, y, value_range, eps=None):
         lo, hi = (float(v) for v in value_range)
+        budget = eps
         eps, step = self.eps, float(self.params["eps_step"])
+        if budget is not None:  # one budget per beat, the step in proportion
+            eps, step = budget.to(x.dtype)[:, None, None], step / self.eps * budget.to(x.dtype)[:, None, None]
         model.eval()
         gen = torch.Generator(device=x.device).manual_seed(int(self.params["seed"]))
         low, high = (x - eps).clamp(min=lo), (x + eps).clamp(max=hi)

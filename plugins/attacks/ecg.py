@@ -44,6 +44,7 @@ class _Interference(Attack):
     costly = False
     defaults = {"eps": 0.01, "steps": 50, "lr": 0.1, "rate": 360, "seed": 0}
     variants = {"random": {"steps": 0}}
+    per_beat = True  # the rescaling takes one bound per beat as well as one for all
 
     def __init__(self, backend: str | None = None, variant: str | None = None, **params) -> None:
         super().__init__(backend, variant, **params)
@@ -57,19 +58,21 @@ class _Interference(Attack):
         """The unbounded perturbation [n, window] at times `t` (seconds)."""
         raise NotImplementedError
 
-    def bounded(self, params: list[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
-        """The perturbation [n, 1, window], rescaled per beat to L-inf eps (exactly eps for a random draw)."""
+    def bounded(self, params: list[torch.Tensor], t: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+        """The perturbation [n, 1, window], rescaled per beat to L-inf eps (exactly eps for a random draw);
+        `eps` is one bound or one per beat ([n, 1])."""
         d = self.shape(params, t)
         peak = d.abs().amax(1, keepdim=True).clamp_min(1e-12)
-        scale = self.eps / peak if self.params["steps"] == 0 else torch.clamp(self.eps / peak, max=1.0)
+        scale = eps / peak if self.params["steps"] == 0 else torch.clamp(eps / peak, max=1.0)
         return (d * scale)[:, None]
 
-    def run_torch(self, model, x, y, value_range):
+    def run_torch(self, model, x, y, value_range, eps=None):
         n, window = x.shape[0], x.shape[-1]
+        bound = self.eps if eps is None else eps.to(x.dtype)[:, None]
         t = torch.arange(window, device=x.device, dtype=x.dtype) / float(self.params["rate"])
         with seeded(int(self.params["seed"]), x.device):
             params = [p.to(x.dtype) for p in self.init(n, window, x.device)]
-        best = self.bounded(params, t).detach()
+        best = self.bounded(params, t, bound).detach()
         if self.params["steps"] == 0:
             return _clip(x + best, value_range)
         best_loss = torch.full((n,), -math.inf, device=x.device)
@@ -77,7 +80,7 @@ class _Interference(Attack):
         opt = torch.optim.Adam(params, lr=float(self.params["lr"]), maximize=True)
         with torch.enable_grad():
             for _ in range(int(self.params["steps"]) + 1):
-                delta = self.bounded(params, t)
+                delta = self.bounded(params, t, bound)
                 loss = F.cross_entropy(model(_clip(x + delta, value_range)), y, reduction="none")
                 better = loss.detach() > best_loss
                 best[better], best_loss[better] = delta.detach()[better], loss.detach()[better]

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ecgbench.contracts import PluginError
-from ecgbench.data.beats import cut_windows, minmax
+from ecgbench.data.beats import amplitude_uv, cut_windows, minmax
 from ecgbench.plugins.datasets._records import read_channel, read_header
 
 if TYPE_CHECKING:
     import wfdb
 
-__all__ = ["DETECTOR", "lead_index", "read_lead", "resample", "detect_r_peaks", "detect_and_cut"]
+__all__ = ["DETECTOR", "lead_index", "read_lead", "resample", "detect_r_peaks", "cut_lead", "detect_and_cut", "lead_beats"]
 
 DETECTOR = "xqrs+correct_peaks(50ms)@360Hz"  # goes into each dataset's settings, so a change re-cuts the cache
 SEARCH_S = 0.05  # R-peak search radius around a detection
@@ -86,14 +86,30 @@ def detect_r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
     return np.unique(np.asarray(peaks, dtype=np.int64))
 
 
-def detect_and_cut(signal: np.ndarray, fs: float, window: int, target_fs: int = 360) -> tuple[np.ndarray, np.ndarray]:
-    """Beats of one lead as MIT-BIH's (paper 3.1): resampled to `target_fs`, cut around detected R peaks.
-
-    Returns the beats (float32 [n, window], each scaled to [0, 1]) and their R peaks in samples at
-    `target_fs`. A beat whose window would leave the record is dropped.
-    """
+def cut_lead(signal: np.ndarray, fs: float, window: int, target_fs: int = 360) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of one lead in its physical units, resampled to `target_fs` and cut around detected R peaks,
+    with their R peaks in samples at `target_fs`. A beat whose window would leave the record is dropped."""
     resampled = resample(signal, fs, target_fs)
     peaks = detect_r_peaks(resampled, target_fs)
     windows, kept = cut_windows(resampled, peaks, window)
-    return minmax(windows), peaks[kept]
+    return windows, peaks[kept]
+
+
+def detect_and_cut(signal: np.ndarray, fs: float, window: int, target_fs: int = 360) -> tuple[np.ndarray, np.ndarray]:
+    """Beats of one lead as MIT-BIH's (paper 3.1): `cut_lead`'s windows, each scaled to [0, 1] (float32 [n, window])."""
+    windows, peaks = cut_lead(signal, fs, window, target_fs)
+    return minmax(windows), peaks
+
+
+def lead_beats(path: Path, lead: str, window: int, target_fs: int,
+               header: wfdb.Record | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The beats of one lead of a record scaled to [0, 1], and each beat's amplitude range in microvolts (the
+    header's units, after resampling: the beat the model sees); None if the record lacks the lead."""
+    header = header if header is not None else read_header(path)
+    read = read_lead(path, lead, header)
+    if read is None:
+        return None
+    windows, _ = cut_lead(*read, window, target_fs)
+    units = header.units[lead_index([n or "" for n in header.sig_name], lead)] if header.units else None
+    return minmax(windows), amplitude_uv(windows, units)
 

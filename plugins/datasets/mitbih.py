@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgbench.contracts import Beats, Dataset, PluginError
-from ecgbench.data.beats import cut_windows, minmax
+from ecgbench.data.beats import amplitude_uv, cut_windows, minmax
 from ecgbench.plugins.datasets._records import (
     check_rate, find_records, listed_records, read_annotations, read_channel, read_header, record_files,
 )
@@ -26,7 +26,8 @@ SUFFIXES = (".hea", ".dat", ".atr")  # header, signal, reference beat annotation
 
 
 class MitBih(Dataset):
-    """Beats of the MLII lead, 280 samples centred on the reference R peaks, min-max scaled to [0, 1].
+    """Beats of the MLII lead, 280 samples centred on the reference R peaks, min-max scaled to [0, 1],
+    each with its amplitude range in microvolts (the header's units: mV) as `scale`.
 
     Choices where the paper is silent: the lead is picked by its name in each header, so record 114
     (MLII in channel 1) reads the right lead; records 102 and 104 have no MLII lead and are skipped
@@ -64,7 +65,7 @@ class MitBih(Dataset):
         """
         root = self.root()
         self.files()  # a missing file is named before anything is read
-        xs, ys, groups = [], [], []
+        xs, ys, groups, scales = [], [], [], []
         names = self.record_names()
         for name in names:
             path = root / name
@@ -72,13 +73,15 @@ class MitBih(Dataset):
             if LEAD not in header.sig_name:
                 continue
             check_rate(header, path, self.sampling_rate)
-            signal = read_channel(path, header, header.sig_name.index(LEAD))
+            channel = header.sig_name.index(LEAD)
+            signal = read_channel(path, header, channel)
             samples, symbols = read_annotations(path, "atr", len(signal))
             labels = np.array([SYMBOL_TO_CLASS.get(s, -1) for s in symbols], dtype=np.int64)
             is_beat = labels >= 0
             windows, kept = cut_windows(signal, samples[is_beat], self.window)
             whole = np.isfinite(windows).all(axis=1)
             xs.append(windows[whole])
+            scales.append(amplitude_uv(windows[whole], header.units[channel]))
             ys.append(labels[is_beat][kept][whole])
             groups.append(np.full(int(whole.sum()), name))
         if not xs:
@@ -86,7 +89,8 @@ class MitBih(Dataset):
                               f"{', ...' if len(names) > 5 else ''})")
         if not sum(map(len, xs)):
             raise PluginError(f"mitbih: no N, S, V or F beat in the selected records of {root}")
-        return Beats(minmax(np.concatenate(xs)), np.concatenate(ys), np.concatenate(groups))
+        return Beats(minmax(np.concatenate(xs)), np.concatenate(ys), np.concatenate(groups),
+                     scale=np.concatenate(scales))
 
     def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if name == "inter-patient":

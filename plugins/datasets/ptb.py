@@ -14,7 +14,7 @@ import numpy as np
 
 from ecgbench.contracts import Beats, Dataset, PluginError
 from ecgbench.data.beats import cap_per_class
-from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
+from ecgbench.plugins.datasets._beats import DETECTOR, lead_beats
 from ecgbench.plugins.datasets._records import find_records, listed_records, read_header, record_files
 
 __all__ = ["Ptb", "diagnosis"]
@@ -77,19 +77,20 @@ class Ptb(Dataset):
     def load(self) -> Beats:
         root = self.root()
         self.files()  # a missing file is named before anything is read
-        xs, ys, groups = [], [], []
+        xs, ys, groups, scales = [], [], [], []
         for name in self.record_names():
             path = root / name
             header = read_header(path)
             label = diagnosis(header.comments or [])
-            lead = read_lead(path, LEAD, header) if label >= 0 else None
-            if lead is None:
+            read = lead_beats(path, LEAD, self.window, self.sampling_rate, header) if label >= 0 else None
+            if read is None:
                 continue
-            beats, _ = detect_and_cut(*lead, self.window, self.sampling_rate)
+            beats, scale = read
             xs.append(beats)
+            scales.append(scale)
             ys.append(np.full(len(beats), label, dtype=np.int64))
             groups.append(np.full(len(beats), name.split("/")[0]))
         if not xs or not sum(map(len, xs)):
             raise PluginError(f"ptb: no healthy-control or MI beat with a lead {LEAD} in the selected records of {root}")
-        return cap_per_class(Beats(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)),
+        return cap_per_class(Beats(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups), scale=np.concatenate(scales)),
                              self.beats_per_class, SEED)

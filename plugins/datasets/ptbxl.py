@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ecgbench.contracts import Beats, Dataset, PluginError
-from ecgbench.plugins.datasets._beats import DETECTOR, detect_and_cut, read_lead
+from ecgbench.plugins.datasets._beats import DETECTOR, lead_beats
 from ecgbench.plugins.datasets._records import find_records, require_files
 
 __all__ = ["PtbXl", "ecg_table"]
@@ -114,18 +114,19 @@ class PtbXl(Dataset):
     def load(self) -> Beats:
         root = self.root()
         self.files()  # a missing file is named before anything is read
-        xs, ys, groups = [], [], []
+        xs, ys, groups, scales = [], [], [], []
         for _, ecg in self.table().query("label >= 0").iterrows():
-            lead = read_lead(root / ecg["filename_hr"], LEAD)
-            if lead is None:
+            read = lead_beats(root / ecg["filename_hr"], LEAD, self.window, self.sampling_rate)
+            if read is None:
                 continue
-            beats, _ = detect_and_cut(*lead, self.window, self.sampling_rate)
+            beats, scale = read
             xs.append(beats)
+            scales.append(scale)
             ys.append(np.full(len(beats), ecg["label"], dtype=np.int64))
             groups.append(np.full(len(beats), ecg["patient"]))
         if not xs or not sum(map(len, xs)):
             raise PluginError(f"ptbxl: no NORM or MI beat with a lead {LEAD} in the selected ECGs of {root}")
-        return Beats(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
+        return Beats(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups), scale=np.concatenate(scales))
 
     def split(self, beats: Beats, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """`strat-fold` looks up each beat's fold by patient: PTB-XL puts all of a patient's ECGs in one fold."""
