@@ -15,18 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # `Profile.as_dict()` of each built-in profile at commit bd01274, before profiles became files. The
 # cache keys of cached checkpoints and cells, and the committed results/*/run.json, hold these; the
-# one change since is a query budget for the square attack (added after bd01274) in smoke and quick.
+# changes since are the budgets of attacks added after bd01274 in smoke and quick: square's queries, and
+# apgd-t's iterations (as apgd's; it changed only cell keys, which the microvolt scale had changed anyway).
 BEFORE = {
     "smoke": {"name": "smoke", "epochs": 3, "subset": True, "train_cap": 250, "test_cap": 40, "smote_target": 250,
               "folds": 1, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 256, "static_train_cap": 200,
               "attack_params": {"boundary": {"queries": 50}, "hsj": {"max_iter": 2, "max_eval": 50, "init_eval": 10},
-                                "cw": {"max_iter": 5}, "apgd": {"max_iter": 5}, "pgd": {"max_iter": 5},
+                                "cw": {"max_iter": 5}, "apgd": {"max_iter": 5}, "apgd-t": {"max_iter": 5}, "pgd": {"max_iter": 5},
                                 "square": {"queries": 50}},
               "seed": 0},
     "quick": {"name": "quick", "epochs": 3, "subset": False, "train_cap": 2000, "test_cap": 250, "smote_target": 2000,
               "folds": 1, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 1024, "static_train_cap": 1000,
               "attack_params": {"boundary": {"queries": 200}, "hsj": {"max_iter": 2, "max_eval": 100, "init_eval": 20},
-                                "apgd": {"max_iter": 20}, "square": {"queries": 100}},
+                                "apgd": {"max_iter": 20}, "apgd-t": {"max_iter": 20}, "square": {"queries": 100}},
               "seed": 0},
     "paper": {"name": "paper", "epochs": 100, "subset": False, "train_cap": None, "test_cap": None, "smote_target": 10000,
               "folds": 5, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 1024, "static_train_cap": None,

@@ -17,7 +17,8 @@ class DetectorAwareLoss(torch.nn.CrossEntropyLoss):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z, flag_margin = logits[:, :-1], logits[:, -1] - logits[:, :-1].max(1).values
-        return torch.nn.functional.cross_entropy(z, y.long()) - torch.relu(flag_margin).mean()
+        per_beat = torch.nn.functional.cross_entropy(z, y.long(), reduction="none") - torch.relu(flag_margin)
+        return {"none": per_beat, "sum": per_beat.sum()}.get(self.reduction, per_beat.mean())
 
 
 class DetectorAware(torch.nn.Module):

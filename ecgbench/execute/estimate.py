@@ -69,7 +69,8 @@ def queries_per_beat(params: dict) -> int:
             return int(params[key])
     if "max_eval" in params:
         return int(params.get("max_iter", 1)) * int(params["max_eval"]) + int(params.get("init_eval", 0))
-    restarts = int(params.get("num_random_init", 0) or params.get("restarts", 0) or 0)
+    restarts = int(params.get("num_random_init", 0) or params.get("nb_random_init", 0) or params.get("restarts", 0)
+                   or params.get("targets", 0) or 0)  # APGD-T: one run per target class
     return max(1, int(params.get("max_iter", 1))) * max(1, restarts or 1)
 
 

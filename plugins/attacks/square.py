@@ -1,5 +1,8 @@
 """Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a query-efficient
-black-box adversarial attack via random search", ECCV) under an L-inf budget, from ART's `SquareAttack`.
+black-box adversarial attack via random search", ECCV) under an L-inf budget: ART's `SquareAttack` on
+beats laid out as square images, and our batched torch version for 1-D beats (`square_linf`), whose
+"squares" are windows of the beat and which stays on the model's device (AutoAttack's and torchattacks'
+Square assume 2-D images; ART's runs in numpy, 827 ms a beat on an H200).
 
 Threat model: score-based black box. The attacker submits beats and reads the model's scores (logits),
 never its weights or gradients; untargeted; L-inf ball of radius eps (0.01 on the [0, 1] beat scale,
@@ -20,7 +23,66 @@ from ecgbench.contracts import Attack, PluginError
 
 from .seeding import seeded
 
-__all__ = ["Square", "grid_side"]
+__all__ = ["Square", "grid_side", "square_linf", "p_selection"]
+
+
+def p_selection(p_init: float, it: int, n_iters: int) -> float:
+    """The share of the beat one window covers at iteration `it`: Andriushchenko et al.'s schedule (AutoAttack's
+    `p_selection`), halved at fixed points of a 10,000-iteration run rescaled to `n_iters`."""
+    it = int(it / max(n_iters, 1) * 10000)
+    for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256)):
+        if it <= bound:
+            return p_init / div
+    return p_init / 512
+
+
+def _margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j: positive while the beat is classified correctly (the loss Square lowers)."""
+    with torch.no_grad():
+        z = model(x)
+    return z.gather(1, y[:, None])[:, 0] - z.scatter(1, y[:, None], float("-inf")).amax(1)
+
+
+def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, queries: int,
+                p_init: float, value_range: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Square Attack, L-inf, on beats [n, c, window], batched: every beat searches in parallel.
+
+    Start: each sample at +-eps (the vertical-stripe start, which on a 1-D beat is a random vertex). Then
+    `queries` - 1 iterations: each beat still classified correctly redraws one window of round(p * window)
+    samples (p from `p_selection`) to +-eps per channel, redrawn where it would not change the beat, and keeps
+    it if the margin loss falls. Queries are counted per beat as the paper counts them (one per candidate).
+    """
+    lo, hi = float(value_range[0]), float(value_range[1])
+    n, c, w = x.shape
+    eps_b = eps if isinstance(eps, float) else eps.to(x.dtype)[:, None, None]
+    sign = 2 * torch.randint(0, 2, (n, c, w), generator=generator, device=x.device).to(x.dtype) - 1
+    best = (x + eps_b * sign).clamp(lo, hi)
+    margin = _margin(model, best, y)
+    pos = torch.arange(w, device=x.device)
+    for it in range(queries - 1):
+        left = (margin > 0).nonzero()[:, 0]
+        if not len(left):
+            break
+        size = min(max(int(round(p_selection(p_init, it, queries - 1) * w)), 1), w)
+        xl, bl, el = x[left], best[left], eps_b if isinstance(eps, float) else eps_b[left]
+        cand = bl
+        todo = torch.ones(len(left), dtype=torch.bool, device=x.device)
+        for _ in range(10):  # a window that would leave the beat as it is, is drawn again (AutoAttack's rule)
+            start = torch.randint(0, w - size + 1, (len(left), 1, 1), generator=generator, device=x.device)
+            win = (pos >= start) & (pos < start + size)
+            s = 2 * torch.randint(0, 2, (len(left), c, 1), generator=generator, device=x.device).to(x.dtype) - 1
+            new = torch.where(win, (xl + el * s).clamp(lo, hi), bl)
+            todo_new = todo & ((new - bl).abs().flatten(1).amax(1) < 1e-7)
+            take = todo & ~todo_new
+            cand = torch.where(take[:, None, None], new, cand)
+            todo = todo_new
+            if not todo.any():
+                break
+        m = _margin(model, cand, y[left])
+        better = m < margin[left]
+        rows = left[better]
+        best[rows], margin[rows] = cand[better], m[better]
+    return best
 
 
 def grid_side(window: int, p_init: float) -> int:
@@ -61,7 +123,7 @@ class Square(Attack):
     """
 
     name = "square"
-    backends = ("art",)
+    backends = ("art", "torch")
     kind = "score"
     costly = True
     defaults = {"eps": 0.01, "queries": 5000, "p_init": 0.8, "seed": 0}  # eps: paper 2.3
@@ -71,6 +133,17 @@ class Square(Attack):
         if not 0 < float(self.params["p_init"]) < 1 or int(self.params["queries"]) < 2:
             raise PluginError(f"attack 'square': p_init must lie in (0, 1) and queries be at least 2, "
                               f"got p_init {self.params['p_init']} and queries {self.params['queries']}")
+
+    @property
+    def per_beat(self) -> bool:  # type: ignore[override]
+        return self.backend == "torch"
+
+    def run_torch(self, model, x, y, value_range, eps=None):
+        """`square_linf` on the model's device, seeded by `seed` (its own generator; the global ones untouched)."""
+        model.eval()
+        gen = torch.Generator(device=x.device).manual_seed(int(self.params["seed"]))
+        return square_linf(model, x, y, self.eps if eps is None else eps, int(self.params["queries"]),
+                           float(self.params["p_init"]), value_range, gen)
 
     def run_art(self, model, x, y, value_range):
         from art.attacks.evasion import SquareAttack
