@@ -531,7 +531,7 @@ def test_generate_judges_a_minimisation_attack_per_beat(halfspace):
 
 # -- our torch back-ends against ART's, same model and beats ---------------------------------------
 @pytest.mark.parametrize("name,variant,params", [("apgd", None, {"max_iter": 20}), ("apgd", "dlr", {"max_iter": 20}),
-                                                 ("square", None, {"queries": 200})])
+                                                 ("square", None, {"queries": 100})])
 def test_torch_back_ends_fool_as_many_beats_as_arts(name, variant, params, trained):
     """APGD (Croce & Hein's algorithm) and Square (1-D windows instead of ART's squares on a grid) on the model's
     device, against ART's on the trained Kachuee and the same beats at eps 0.03: over seeds 0-2 the mean number

@@ -22,8 +22,10 @@ import pytest
 
 REFERENCE = Path(__file__).parent / "reference" / "mitbih-smoke"
 # `--attacks all` at 81abab1: these eight. Named, so that attacks added since (ECG threat models) leave the pin alone.
-COMMAND = ["run", "--profile", "smoke", "--attacks", "apgd,bim,boundary,cw,fgsm,hsj,pgd,square", "--threads", "2",
-           "--no-progress", "-q"]
+# Only the static mode: it is what the pin holds (with the clean cells every row has); the adaptive cells it
+# would also compute are checked by no assertion here, and cost half the run.
+COMMAND = ["run", "--profile", "smoke", "--attacks", "apgd,bim,boundary,cw,fgsm,hsj,pgd,square", "--modes", "static",
+           "--threads", "2", "--no-progress", "-q"]
 
 
 @pytest.mark.slow

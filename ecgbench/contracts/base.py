@@ -124,6 +124,7 @@ class Model(nn.Module):
     betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     wants_attacked: ClassVar[bool] = False  # True: also train on attacked beats with flags (paper 3.1)
     oversample: ClassVar[str | None] = "smote"  # None: the model balances classes itself
+    packable: ClassVar[bool] = True  # False: never trained packed with other members of its class (engine.pack)
 
     def __init__(self, n_classes: int, window: int) -> None:
         super().__init__()

@@ -1,0 +1,141 @@
+"""Packed training (issue 19): K members as one model give what K separate trainings give, on the CPU.
+
+Members start from different weights and see different real MIT-BIH beats; packed and separate copies of the
+same start must agree on outputs, gradients and parameters after a few Adam steps within float tolerance
+(vmap's batched kernels sum in another order, so not bit for bit). A stopped member must not move at all.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ecgbench.contracts.registry import registry
+from ecgbench.engine.pack import Pack, why_not_packed
+
+K, BATCH, STEPS = 3, 16, 3
+
+
+class BnNet(nn.Module):
+    """A third-party-style CNN with BatchNorm and dropout: what the generic route must pack without code."""
+
+    lr = 2e-3
+    betas = (0.8, 0.99)
+
+    def __init__(self, n_classes: int = 4, window: int = 280) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(1, 8, 7, stride=2), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3),
+                                  nn.AdaptiveAvgPool1d(8), nn.Flatten(), nn.Linear(64, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture(scope="module")
+def batches(data_dir, cache_dir):
+    """Per step and member, its own batch of real beats: x [STEPS, K, BATCH, 1, 280], y [STEPS, K, BATCH]."""
+    from ecgbench.data.catalog import load_beats
+    from ecgbench.plugins.datasets.mitbih import MitBih
+
+    beats, _, _ = load_beats(MitBih(data_dir, records=["208", "209", "213"]), cache_dir)
+    idx = np.random.default_rng(0).permutation(len(beats))[:STEPS * K * BATCH]
+    x = torch.as_tensor(beats.x[idx]).view(STEPS, K, BATCH, 1, -1)
+    return x, torch.as_tensor(beats.y[idx]).view(STEPS, K, BATCH)
+
+
+def _members(cls: type) -> list[nn.Module]:
+    out = []
+    for seed in range(K):
+        torch.manual_seed(seed)
+        out.append(cls(4, 280))
+    return out
+
+
+def _without_dropout(m: nn.Module) -> nn.Module:
+    """Dropout draws per member under vmap and per model alone: equal only where it draws nothing."""
+    for mod in m.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+    return m
+
+
+def _separate_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    opt.step()
+
+
+def _packable() -> list:
+    models = [pytest.param(registry.get("models", n), id=n) for n in registry.names("models")
+              if why_not_packed(registry.get("models", n)) is None]
+    return models + [pytest.param(BnNet, id="third-party-bn-dropout")]
+
+
+def test_each_registered_model_packs_or_says_why():
+    reasons = {n: why_not_packed(registry.get("models", n)) for n in registry.names("models")}
+    assert reasons["kachuee"] is None and reasons["shaker"] is None  # Shaker's DCGAN balances the data, not the step
+    for name in ("acharya", "ecg-atk-gan"):
+        assert reasons[name] and "brings its own" in reasons[name], name
+    assert "opts out" in why_not_packed(type("Alone", (BnNet,), {"packable": False}))
+
+
+@pytest.mark.parametrize("cls", _packable())
+def test_packed_members_match_separate_trainings(cls, batches):
+    """Same start: the same logits, the same first gradients, and after STEPS Adam steps (the members' own lr and
+    betas) the same parameters and BatchNorm statistics; each member's state loads into the plain model.
+
+    In float64: the algorithm is what is compared. In float32 the two sum in different orders, and where a true
+    gradient is 0 (a bias before BatchNorm) the rounding noise exceeds Adam's eps, which turns it into a full
+    step of either sign: float32 runs drift apart by design, as any two runs on different kernels do."""
+    x, y = (batches[0].double(), batches[1])
+    members = [_without_dropout(m).double() for m in _members(cls)]
+    alone = [copy.deepcopy(m).train() for m in members]
+    pack = Pack(members).train()
+    opts = [torch.optim.Adam(m.parameters(), lr=getattr(m, "lr", 1e-3), betas=getattr(m, "betas", (0.9, 0.999))) for m in alone]
+    opt = pack.optimizer()
+    tight = {"rtol": 1e-7, "atol": 1e-10}
+    with torch.no_grad():
+        torch.testing.assert_close(pack.eval()(x[0]), torch.stack([m.eval()(x[0, i]) for i, m in enumerate(alone)]), **tight)
+    pack.train()
+    for m in alone:
+        m.train()
+    for s in range(STEPS):
+        pack.step(x[s], y[s], opt)
+        for i, m in enumerate(alone):
+            _separate_step(m, opts[i], x[s, i], y[s, i])
+        if s == 0:
+            for name, p in pack.params.items():
+                torch.testing.assert_close(p.grad, torch.stack([dict(m.named_parameters())[name].grad for m in alone]), **tight)
+    for i, m in enumerate(alone):
+        mine = pack.member_state(i)
+        for name, value in m.state_dict().items():
+            torch.testing.assert_close(mine[name], value, rtol=1e-6, atol=1e-9, msg=f"member {i}: {name}")
+        plain = cls(4, 280).double()
+        plain.load_state_dict(mine)
+        with torch.no_grad():
+            torch.testing.assert_close(plain.eval()(x[0, i]), pack.eval()(x[0])[i], **tight)
+        pack.train()
+
+
+def test_a_stopped_member_does_not_move_while_the_others_train(batches):
+    """Member 1 stops after the first step: its parameters, Adam moments and BatchNorm statistics stay exactly as
+    they were (masking only the gradient would not do: Adam's momentum moves it), the others move on."""
+    x, y = batches
+    pack = Pack(_members(BnNet)).train()
+    opt = pack.optimizer()
+    pack.step(x[0], y[0], opt)
+    before = pack.member_state(1)
+    moments = {n: {k: v[1].clone() for k, v in opt.state[p].items() if v.ndim} for n, p in pack.params.items()}
+    others = pack.member_state(0)
+    active = torch.tensor([True, False, True])
+    for s in (1, 2):
+        losses = pack.step(x[s], y[s], opt, active)
+        assert losses.shape == (K,) and torch.isfinite(losses).all()
+    after = pack.member_state(1)
+    assert all(torch.equal(after[n], before[n]) for n in before)
+    assert all(torch.equal(opt.state[p][k][1], moments[n][k]) for n, p in pack.params.items() for k in moments[n])
+    assert any(not torch.equal(pack.member_state(0)[n], others[n]) for n in others)
