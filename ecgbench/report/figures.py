@@ -139,8 +139,10 @@ def curves_figure(curve, dataset: str, x: str = "eps"):
     """Robust accuracy vs eps (log axis), one line per model; left white-box, right black-box worst case.
     `x`: "eps" (the [0, 1] beat scale) or "uV" (budgets in microvolts, `--eps-uv`)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-    for ax, col in zip(axes, ("white-box worst", "black-box worst")):
+    cols = [c for c in ("white-box worst", "black-box worst") if c in curve]  # a run without black-box attacks: one
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.4), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, col in zip(axes, cols):
         for model, part in curve.groupby("model", sort=False):
             ax.plot(part[x], part[col] * 100, marker="o", ms=3, label=model)
         ax.set_xscale("log")
@@ -152,7 +154,7 @@ def curves_figure(curve, dataset: str, x: str = "eps"):
         ax.set_ylim(0, 100)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("robust accuracy (%)")
-    axes[1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     fig.suptitle(f"{dataset}: robust accuracy vs {'eps' if x == 'eps' else 'microvolts'} (adaptive attacks)", fontsize=10)
     fig.tight_layout()
     return fig

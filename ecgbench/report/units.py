@@ -37,8 +37,8 @@ def budget_table(cells: list[dict]) -> dict[str, pd.DataFrame]:
     out: dict[str, list[dict]] = {}
     for (d, eps), c in sorted(best.items()):
         uv = c["units"]["uV"]
-        out.setdefault(d, []).append({"eps": eps, "uV median": uv["median"], "uV 5%": uv["p5"], "uV 95%": uv["p95"],
-                                      "beats": len(c.get("correct", ""))})
+        out.setdefault(d, []).append({"eps": eps, "uV median": round(uv["median"], 1), "uV 5%": round(uv["p5"], 1),
+                                      "uV 95%": round(uv["p95"], 1), "beats": len(c.get("correct", ""))})
     return {d: pd.DataFrame(rows) for d, rows in out.items()}
 
 
@@ -61,5 +61,6 @@ def uv_tables(cells: list[dict]) -> dict[str, pd.DataFrame]:
                 eps = max(at, key=lambda r: len(r.correct)).record.get("units") or {}
                 rows.append({"model": m, "uV": uv, **worst, "eps median (5%-95%)": _spread(eps.get("eps")),
                              "attacks": ", ".join(sorted({r.attack for r in at})), "seeds": len(seeds)})
-        out[d] = pd.DataFrame(rows)
+        df = pd.DataFrame(rows)
+        out[d] = df.drop(columns=[c for c in ("black-box worst",) if df[c].isna().all()])  # a run without black-box attacks
     return out

@@ -29,7 +29,9 @@ def markdown(df: pd.DataFrame, percent: bool = True) -> str:
     if df.empty:
         return "_no finished cells_"
     if not percent:  # already formatted strings: keep "69.0" as written
-        return df.to_markdown(index=False, disable_numparse=True, colalign=["left" if c in ("rank", "model") else "right" for c in df.columns])
+        # object columns: tabulate would print a frame's int column as floats ("910.0") beside float ones
+        return df.astype(object).to_markdown(index=False, disable_numparse=True,
+                                             colalign=["left" if c in ("rank", "model") else "right" for c in df.columns])
     return pct(df).to_markdown(index=False, floatfmt=".4g")
 
 
