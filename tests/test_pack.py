@@ -122,20 +122,61 @@ def test_packed_members_match_separate_trainings(cls, batches):
 
 
 def test_a_stopped_member_does_not_move_while_the_others_train(batches):
-    """Member 1 stops after the first step: its parameters, Adam moments and BatchNorm statistics stay exactly as
-    they were (masking only the gradient would not do: Adam's momentum moves it), the others move on."""
+    """Member 1 stops after the first step: its parameters, Adam moments and step count and its BatchNorm statistics
+    stay exactly as they were (masking only the gradient would not do: Adam's momentum moves it), the others move on."""
     x, y = batches
     pack = Pack(_members(BnNet)).train()
     opt = pack.optimizer()
     pack.step(x[0], y[0], opt)
-    before = pack.member_state(1)
-    moments = {n: {k: v[1].clone() for k, v in opt.state[p].items() if v.ndim} for n, p in pack.params.items()}
-    others = pack.member_state(0)
+    before, others = pack.member_state(1), pack.member_state(0)
+    moments = {n: (opt.m[n][1].clone(), opt.v[n][1].clone()) for n in pack.params}
     active = torch.tensor([True, False, True])
     for s in (1, 2):
         losses = pack.step(x[s], y[s], opt, active)
         assert losses.shape == (K,) and torch.isfinite(losses).all()
     after = pack.member_state(1)
     assert all(torch.equal(after[n], before[n]) for n in before)
-    assert all(torch.equal(opt.state[p][k][1], moments[n][k]) for n, p in pack.params.items() for k in moments[n])
+    assert all(torch.equal(opt.m[n][1], m) and torch.equal(opt.v[n][1], v) for n, (m, v) in moments.items())
+    assert opt.t.tolist() == [3, 1, 3]
     assert any(not torch.equal(pack.member_state(0)[n], others[n]) for n in others)
+
+
+def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(data_dir, cache_dir):
+    """Three Kachuee members (seeds 0-2, each its own split of real beats, one with a training set of another size,
+    so epochs end in batches of different sizes) trained as one pack for 4 epochs with patience 1: each member's
+    first epoch loss equals `fit`'s on the same fold and seed to 1e-4, its best validation score is within 0.1
+    (float32 runs on other kernels drift apart, and near chance a drift can move early stopping by an epoch),
+    its curve has one row per epoch it ran, and its checkpoint loads into the plain model. (A model with
+    dropout draws other masks packed than alone, so only a margin over a longer training could compare it.)"""
+    from ecgbench.contracts.splits import stratified_split
+    from ecgbench.data.beats import cap_per_class
+    from ecgbench.data.catalog import load_beats
+    from ecgbench.engine.pack import Member, fit_packed
+    from ecgbench.engine.train import fit
+    from ecgbench.plugins.datasets.mitbih import MitBih
+
+    beats, _, _ = load_beats(MitBih(data_dir, records=["208", "209", "213", "232"]), cache_dir)
+    cls = registry.get("models", "kachuee")
+    members, folds = [], []
+    for seed, cap in ((0, 150), (1, 150), (2, 110)):
+        real = cap_per_class(beats, cap, seed)
+        tr, va = stratified_split(real.y, 0.2, seed)
+        members.append(Member(real.take(tr), real.take(va), seed))
+        folds.append((real, tr, va))
+    kw = {"epochs": 4, "batch_size": 64, "smote_target": 150, "device": "cpu", "patience": 1}
+    packed = fit_packed(cls, 4, 280, members, **kw)
+    for m, (real, tr, va), got in zip(members, folds, packed):
+        alone = fit(cls, 4, 280, real, [(tr, va)], seed=m.seed, progress=False, **kw)
+        assert got.info["curve"][0]["loss"] == pytest.approx(alone.info["curve"][0]["loss"], abs=1e-4)
+        assert abs(got.info["val_balanced_accuracy"] - alone.info["val_balanced_accuracy"]) <= 0.1, (m.seed, got.info, alone.info)
+        assert [r["epoch"] for r in got.info["curve"]] == list(range(1, got.info["epochs_run"] + 1))
+        assert got.info["n_train"] == alone.info["n_train"] and got.info["packed"] == 3
+        plain = cls(4, 280)
+        plain.load_state_dict(got.state)
+
+
+def test_a_model_that_cannot_pack_is_refused_in_one_line():
+    from ecgbench.engine.pack import fit_packed
+
+    with pytest.raises(ValueError, match="cannot pack: EcgAtkGan brings its own training_step"):
+        fit_packed(registry.get("models", "ecg-atk-gan"), 4, 280, [], epochs=1, batch_size=8, smote_target=8, device="cpu")

@@ -28,7 +28,7 @@ from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
 from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.contracts.base import Beats, PluginError
 
-__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy",
+__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set",
            "measure_step", "FitResult"]
 
 
@@ -100,7 +100,7 @@ class FitResult:
     info: dict[str, Any]
 
 
-def _training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_target: int, seed: int) -> Beats:
+def training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_target: int, seed: int) -> Beats:
     """Real beats, balanced by the model's own `augment` or by SMOTE, plus attacked copies (paper 3.1)."""
     from ecgbench.data.beats import smote  # here, so that this module imports with torch and numpy alone (the GPU probe)
 
@@ -158,7 +158,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
         if attacked is not None and attacked_source is not None:
             adv_tr = attacked.take(np.flatnonzero(np.isin(attacked_source, tr)))
             adv_va = attacked.take(np.flatnonzero(np.isin(attacked_source, va)))
-        data = _training_set(model, train.take(tr), adv_tr, smote_target, seed + fold)
+        data = training_set(model, train.take(tr), adv_tr, smote_target, seed + fold)
         val = Beats.concat([train.take(va)] + ([adv_va] if adv_va is not None else []))
         x = torch.as_tensor(data.x, dtype=torch.float32, device=device)[:, None]
         y = torch.as_tensor(data.y, dtype=torch.long, device=device)
