@@ -323,7 +323,9 @@ def test_budgets_in_microvolts_run_end_to_end_beside_the_beat_scale(tmp_path, da
     budgets = json.loads((out / "budgets-mitbih.json").read_text())
     assert [b["eps"] for b in budgets] == [0.01] and budgets[0]["uV median"] == round(per_unit["median"], 1)
     assert (out / "robust-curves-uv-mitbih.png").exists()
-    assert "robust accuracy (%) at budgets in microvolts" in (out / "leaderboard.md").read_text()
+    md = (out / "leaderboard.md").read_text()
+    assert "robust accuracy (%) at budgets in microvolts" in md
+    assert f"eps 0.01 on these beats is a median {round(per_unit['median'], 1):g} microvolts" in md  # under the headline
 
 
 def test_a_dry_run_of_a_finished_or_resumed_run_counts_only_what_is_left(finished, tmp_path, data_dir):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecgbench.report.layouts import protocol_table
+from ecgbench.report.units import eps_in_microvolts
 from ecgbench.report.tables import AUC_NOTE, HEADLINE_NOTE, MEASURES, MODES, pct, auc_table, headline, mode_table
 from ecgbench.report.results import static_source
 from ecgbench.store.io import atomic_write
@@ -163,6 +164,9 @@ def render(board: pd.DataFrame, cells: list[dict], run: dict, figures: Sequence[
     for d in datasets:
         parts.append(f'<h2 id="{_e(_slug(d))}">{_e(d)}</h2>')
         parts.append(_headline_html(board, d))
+        note = eps_in_microvolts(cells, d)
+        if note:
+            parts.append(f'<p class="note">{_e(note)}</p>')
         for note in board[(board["dataset"] == d) & (board["notes"] != "")][["model", "notes"]].itertuples(index=False):
             parts.append(f'<p class="note">{_e(note.model)}: {_e(note.notes)}</p>')
         for mode in MODES:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ecgbench.report.results import BLACK_BOX, results, worst_case
+from ecgbench.report.results import BLACK_BOX, COMMON_EPS, results, worst_case
 
-__all__ = ["budget_table", "uv_tables", "UV_NOTE"]
+__all__ = ["budget_table", "uv_tables", "eps_in_microvolts", "UV_NOTE"]
 
 UV_NOTE = ("Each beat is attacked within its own eps = budget / (its amplitude range in microvolts), so every beat "
            "gets the same voltage; only attacks that take one budget per beat (ART's FGSM, BIM, PGD; CW; the "
@@ -40,6 +40,17 @@ def budget_table(cells: list[dict]) -> dict[str, pd.DataFrame]:
         out.setdefault(d, []).append({"eps": eps, "uV median": round(uv["median"], 1), "uV 5%": round(uv["p5"], 1),
                                       "uV 95%": round(uv["p95"], 1), "beats": len(c.get("correct", ""))})
     return {d: pd.DataFrame(rows) for d, rows in out.items()}
+
+
+def eps_in_microvolts(cells: list[dict], dataset: str) -> str | None:
+    """The headline's budget in microvolts, one sentence; None where the dataset states no scale."""
+    budgets = budget_table(cells).get(dataset)
+    row = None if budgets is None else budgets[(budgets["eps"] - COMMON_EPS).abs() < 1e-12]
+    if row is None or row.empty:
+        return None
+    r = row.iloc[0]
+    return (f"eps {COMMON_EPS:g} on these beats is a median {r['uV median']:g} microvolts (5th-95th percentile "
+            f"{r['uV 5%']:g}-{r['uV 95%']:g}): each beat's own amplitude range sets its unit.")
 
 
 def uv_tables(cells: list[dict]) -> dict[str, pd.DataFrame]:

@@ -15,7 +15,7 @@ from ecgbench.contracts import hooks
 from ecgbench.report.figures import save, write_figures
 from ecgbench.report.html import write_html
 from ecgbench.report.curves import curve_tables
-from ecgbench.report.units import UV_NOTE, budget_table, uv_tables
+from ecgbench.report.units import UV_NOTE, budget_table, eps_in_microvolts, uv_tables
 from ecgbench.report.results import classes_of, load_cells, static_source
 from ecgbench.report.layouts import per_class_worst, protocol_table, table1, table2, table3
 from ecgbench.report.tables import (AUC_NOTE, HEADLINE_NOTE, MODES, attack_details, auc_table, headline, leaderboard, mode_table,
@@ -46,7 +46,8 @@ def leaderboard_markdown(board: pd.DataFrame, cells: list[dict], run: dict, sect
     """leaderboard.md: per dataset the headline table, then one table per mode; then plugin sections."""
     lines = ["# Leaderboard", "", provenance(run), HEADLINE_NOTE, ""]
     for d in dict.fromkeys(board["dataset"]) if not board.empty else []:
-        lines += [f"## {d}", "", markdown(headline(board, d), percent=False), ""]
+        note = eps_in_microvolts(cells, d)
+        lines += [f"## {d}", "", markdown(headline(board, d), percent=False), ""] + ([note, ""] if note else [])
         for note in board[(board["dataset"] == d) & (board["notes"] != "")][["model", "notes"]].itertuples(index=False):
             lines += [f"- {note.model}: {note.notes}"]
         for mode in MODES:
