@@ -70,6 +70,7 @@ def cells_of(cfg: RunConfig, reg: Registry) -> list[Cell]:
     """
     cells = []
     trainings = trainings_of(cfg)
+    uv = {a: cfg.eps_uv if takes_uv(cfg, reg, a) else () for a in cfg.attacks} if cfg.eps_uv else {}  # built once
     for seed in cfg.seed_list():
         for d in cfg.datasets:
             cells += [Cell(d, m, None, "clean", seed, None, t) for t in trainings for m in cfg.models]
@@ -79,9 +80,9 @@ def cells_of(cfg: RunConfig, reg: Registry) -> list[Cell]:
                         cells += [Cell(d, m, a, mode, seed, None, "static") for m in cfg.models]
                         continue
                     budgets = [(eps, None) for eps in _eps_list(cfg, reg, a, mode)]
-                    budgets += [(None, uv) for uv in cfg.eps_uv if takes_uv(cfg, reg, a)]
-                    for eps, uv in budgets:
-                        cells += [Cell(d, m, a, mode, seed, eps, t, uv) for t in trainings for m in cfg.models
+                    budgets += [(None, u) for u in uv.get(a, ())]
+                    for eps, u in budgets:
+                        cells += [Cell(d, m, a, mode, seed, eps, t, u) for t in trainings for m in cfg.models
                                   if mode != "adaptive-detect" or _has_detector(reg, m)]
     return cells
 
@@ -98,7 +99,7 @@ def takes_uv(cfg: RunConfig, reg: Registry, spec: str) -> bool:
 
 def without_uv(cfg: RunConfig, reg: Registry) -> list[str]:
     """The run's attacks that `--eps-uv` leaves out: they take one budget for all beats."""
-    return [a for a in cfg.attacks if cfg.eps_uv and not takes_uv(cfg, reg, a)] if cfg.eps_uv else []
+    return [a for a in cfg.attacks if not takes_uv(cfg, reg, a)] if cfg.eps_uv else []
 
 
 def _eps_list(cfg: RunConfig, reg: Registry, spec: str, mode: str) -> list[float | None]:

@@ -133,10 +133,7 @@ class Square(Attack):
         if not 0 < float(self.params["p_init"]) < 1 or int(self.params["queries"]) < 2:
             raise PluginError(f"attack 'square': p_init must lie in (0, 1) and queries be at least 2, "
                               f"got p_init {self.params['p_init']} and queries {self.params['queries']}")
-
-    @property
-    def per_beat(self) -> bool:  # type: ignore[override]
-        return self.backend == "torch"
+        self.per_beat = self.backend == "torch"  # ART's takes one eps for all beats
 
     def run_torch(self, model, x, y, value_range, eps=None):
         """`square_linf` on the model's device, seeded by `seed` (its own generator; the global ones untouched)."""
