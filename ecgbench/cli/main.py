@@ -46,7 +46,7 @@ def run_options(args: argparse.Namespace) -> dict:
     seeds = args.seeds if args.seeds is not None else (None if args.seed is None else str(args.seed))
     return {"datasets": args.dataset, "models": args.models, "attacks": args.attacks, "modes": args.modes,
             "profile": args.profile, "split": args.split, "source": args.source, "out": args.out, "data_dir": args.data_dir,
-            "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads, "seeds": seeds, "eps": args.eps,
+            "cache_dir": args.cache_dir, "device": args.device, "pack": args.pack, "threads": args.threads, "seeds": seeds, "eps": args.eps,
             "eps_uv": args.eps_uv, "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu}
 
 
@@ -191,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help=f"data root holding mitdb/, ptbxl/ ... (default ${DATA_ENV}, else ./data)")
     r.add_argument("--cache-dir", default=None, help="cache for beats, checkpoints, attacked sets (default $ECGBENCH_CACHE, else ~/.cache/ecgbench)")
     r.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    r.add_argument("--pack", default=None, choices=["auto", "on", "off"],
+                   help="train the trainings of one model as one packed model (default auto: on CUDA only; speed, not results)")
     r.add_argument("--executor", default=None, choices=["serial", "jobs", "ray"], help="how tasks run (default serial)")
     r.add_argument("--jobs", type=int, default=None, help="worker processes for --executor jobs")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per task (default: torch's choice; cores/jobs with jobs)")

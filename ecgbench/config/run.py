@@ -17,7 +17,7 @@ A file holds any of the run's settings (see `examples/run.toml`):
     [profile]                         #   base = "quick", then any Profile field to override
     [executor]                        #   executor = "serial" | "jobs" | "ray", jobs, ray_address, tasks_per_gpu
 
-plus device, out, data_dir, cache_dir, threads and source. Paths in a file (profile, out, data_dir,
+plus device, pack, out, data_dir, cache_dir, threads and source. Paths in a file (profile, out, data_dir,
 cache_dir) are relative to the file's folder, so a committed configuration means the same from any
 working directory. Command-line options override the file (`merge_config`). Every key and value is
 checked when the file is read; an error is one line naming the file, the key and the keys that exist.
@@ -36,12 +36,13 @@ from typing import Any
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
 __all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS",
+           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "PACKS", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS",
            "OPTIONAL_SETTINGS"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
 DEVICES = ("auto", "cpu", "cuda")
+PACKS = ("auto", "on", "off")
 DEFAULT_SOURCE = "ecg-atk-gan"  # paper 2.3: attacks are made against ECG-ATK-GAN's discriminator
 DATA_ENV = "ECGBENCH_DATA"
 SETTINGS = ("datasets", "split", "profile", "seeds", "eps", "source")  # RunConfig.settings(), as run.json names them
@@ -51,12 +52,12 @@ DEFAULT_THREADS = 1  # torch threads a task without --threads, under every execu
 LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps", "eps_uv")
 PLUGIN_KINDS = {"datasets": "datasets", "models": "models", "attacks": "attacks", "source": "models"}
 RUN_KEYS = ("attacks", "cache_dir", "data_dir", "datasets", "device", "eps", "eps_uv", "executor", "models", "modes", "out",
-            "profile", "seeds", "source", "split", "threads")
+            "pack", "profile", "seeds", "source", "split", "threads")
 EXECUTOR_KEYS = ("executor", "jobs", "ray_address", "tasks_per_gpu")
 PATHS = ("out", "data_dir", "cache_dir")
 # What `ecgbench run` does with no option and no file (its argparse defaults today).
 DEFAULTS: dict[str, Any] = {"datasets": ["mitbih"], "models": ["all"], "attacks": ["all"], "modes": list(MODES),
-                            "split": "random", "profile": "quick", "profile_overrides": {}, "device": "auto", "threads": 0,
+                            "split": "random", "profile": "quick", "profile_overrides": {}, "device": "auto", "threads": 0, "pack": "auto",
                             "executor": "serial", "jobs": 1, "tasks_per_gpu": 1}
 
 
@@ -143,6 +144,8 @@ def _normalise(source: str, raw: dict[str, Any], folder: Path | None) -> dict[st
             cfg[key] = _str(source, key, value)
         elif key == "device":
             cfg[key] = _str(source, key, value, DEVICES)
+        elif key == "pack":
+            cfg[key] = _str(source, key, value, PACKS)
         elif key == "threads":
             cfg[key] = _int(source, key, value, 0)
         elif key in PATHS:
@@ -253,6 +256,7 @@ class RunConfig:
     executor: str = "serial"  # serial | jobs | ray
     jobs: int = 1
     threads: int = 0  # torch threads per task; 0: DEFAULT_THREADS, under every executor
+    pack: str = "auto"  # pack trainings of one model (issue 19): auto (on CUDA), on, off; speed only, keys unchanged
     ray_address: str | None = None
     tasks_per_gpu: int = 1
     force: bool = False
@@ -381,7 +385,7 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
                     out=Path(o.get("out") or f"runs/{datasets[0]}-{profile.name}"), data_dir=data_dir(o.get("data_dir")),
                     cache=cache_dir(o.get("cache_dir")), split=o["split"], modes=tuple(o["modes"]), source=o.get("source"),
                     seeds=tuple(o.get("seeds") or ()), eps=tuple(o.get("eps") or ()), eps_uv=tuple(o.get("eps_uv") or ()),
-                    device=o["device"],
+                    device=o["device"], pack=o.get("pack", "auto"),
                     executor=o["executor"], jobs=o["jobs"], threads=o["threads"], ray_address=o.get("ray_address"),
                     tasks_per_gpu=o["tasks_per_gpu"], force=force, retry_failed=retry_failed, progress=progress,
                     verbose=verbose, command=command, time_limit=limit,

@@ -14,10 +14,11 @@ momentum would move a parameter whose gradient is zero), keeps a step count per 
 the member's BatchNorm statistics. `member_state(i)` is a plain state_dict, loadable by the plain model, as a separate training's.
 
 `fit_packed` trains K members as `fit` trains one fold each (same build seed, training set, batch order,
-validation and early stopping per member) and returns one `FitResult` per member. Not yet: the plan does not
-pack trainings, and a packed training does not save its state part-way (the engine's issue 19 work
-continues). A model class packs unless it brings its own step or optimisers, or sets `packable = False`;
-`why_not_packed` says why in one line.
+validation and early stopping per member) and returns one `FitResult` per member; `fold_members` makes the
+members of one `fit` (its folds) and `best_of_folds` keeps what `fit` keeps, so the plan packs whole trainings
+(`ecgbench.plan.packs`). A packed training saves its state at epoch ends and continues it, bit for bit on the
+CPU, as `fit` does. A model class packs unless it brings its own step or optimisers, or sets
+`packable = False`; `why_not_packed` says why in one line.
 """
 from __future__ import annotations
 
@@ -33,9 +34,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from ecgbench.contracts.base import Beats
-from ecgbench.engine.train import FitResult, balanced_accuracy, build, predict, training_set
+from ecgbench.engine.accel import sync
+from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
+from ecgbench.engine.train import FitResult, balanced_accuracy, build, fold_split, predict, training_set
 
-__all__ = ["Pack", "PackedAdam", "Member", "why_not_packed", "fit_packed"]
+__all__ = ["Pack", "PackedAdam", "Member", "why_not_packed", "fit_packed", "fold_members", "best_of_folds",
+           "measure_packed_step"]
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -151,25 +155,51 @@ class Pack:
 @dataclass
 class Member:
     """One training of a pack, as `fit` trains one fold: its real training beats, its validation beats, its seed
-    (weights, SMOTE and batch order), and the attacked copies that join its training side (paper 3.1)."""
+    (weights, SMOTE and batch order), the attacked copies that join its training side (paper 3.1), its fold."""
 
     train: Beats
     val: Beats
     seed: int
     attacked: Beats | None = None
+    fold: int = 0
+
+
+def fold_members(train: Beats, folds: list[tuple[np.ndarray, np.ndarray]], seed: int, attacked: Beats | None = None,
+                 attacked_source: np.ndarray | None = None) -> list[Member]:
+    """The members that stand for one `fit(train, folds, seed=seed, ...)`: one per fold, seeded `seed + fold` as `fit` seeds it."""
+    out = []
+    for fold, (tr, va) in enumerate(folds):
+        real, val, adv_tr = fold_split(train, tr, va, attacked, attacked_source)
+        out.append(Member(real, val, seed + fold, adv_tr, fold))
+    return out
+
+
+def best_of_folds(results: list[FitResult]) -> FitResult:
+    """What `fit` keeps of one training's folds: the best validation score over all of them (the first fold on a tie)."""
+    scores = [r.info["val_balanced_accuracy"] for r in results]
+    best = results[int(np.argmax(scores))]
+    info = {**best.info, "epochs_run_per_fold": [r.info["epochs_run"] for r in results]}
+    return FitResult(best.state, info)
 
 
 def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Member], *, epochs: int, batch_size: int,
-               smote_target: int, device: torch.device | str, patience: int | None = None) -> list[FitResult]:
+               smote_target: int, device: torch.device | str, patience: int | None = None,
+               checkpoints: Checkpoints | None = None, on_epoch: Any = None) -> list[FitResult]:
     """Train the members as one pack; per member the best checkpoint by validation balanced accuracy, as `fit` keeps.
 
     Each epoch every member still training draws its own batch order; step i stacks the members' i-th batches
     (members whose batch i is shorter, the last of an epoch, take their own step with the others masked). A
     member whose score has not improved for `patience` epochs stops: it takes no step again.
+
+    `checkpoints`: save the pack's whole state at epoch ends, as `fit` does (every `epochs` epochs or `seconds`,
+    and before the next epoch would pass the deadline: then `OutOfTime`), and continue from a saved one.
+    `on_epoch(member, record)` is called for each member's epoch.
     """
     why = why_not_packed(model_cls)
     if why is not None:
         raise ValueError(f"cannot pack: {why}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
     device = torch.device(device)
     nets = [build(model_cls, n_classes, window, m.seed).to(device) for m in members]
     data = [training_set(net, m.train, m.attacked, smote_target, m.seed) for net, m in zip(nets, members)]
@@ -178,42 +208,103 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
     gens = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
     pack, judge = Pack(nets).train(), nets[0]
     opt, k = pack.optimizer(), len(members)
-    training = [True] * k
-    best: list[dict | None] = [None] * k
-    since, curves, seconds = [0] * k, [[] for _ in range(k)], []
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        if not any(training):
+    run: dict[str, Any] = {"epoch": 0, "training": [True] * k, "best": [None] * k, "since": [0] * k,
+                           "curves": [[] for _ in range(k)], "epoch_seconds": [], "seconds": 0.0}
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        if saved.get("packed") != k:
+            raise ValueError(f"a saved packed training of {saved.get('packed')} members cannot continue one of {k}")
+        run = saved["run"]
+        _restore(pack, opt, gens, saved)
+    start, saved_at, unsaved = time.perf_counter() - run["seconds"], time.perf_counter(), 0
+    for epoch in range(run["epoch"], epochs):
+        if not any(run["training"]):
             break
         t0 = time.perf_counter()
         pack.train()
-        batches = [torch.randperm(len(ys[i]), generator=gens[i]).to(device).split(batch_size) if training[i] else ()
+        batches = [torch.randperm(len(ys[i]), generator=gens[i]).to(device).split(batch_size) if run["training"][i] else ()
                    for i in range(k)]
         losses = _epoch(pack, opt, xs, ys, batches)
-        seconds.append(time.perf_counter() - t0)
-        for i in (i for i in range(k) if training[i]):
+        run["epoch_seconds"].append(time.perf_counter() - t0)
+        for i in (i for i in range(k) if run["training"][i]):
             judge.load_state_dict(pack.member_state(i))
             score = balanced_accuracy(members[i].val.y, predict(judge, members[i].val.x, device).argmax(1), n_classes)
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses[i])), "val_balanced_accuracy": score}
-            curves[i].append(record)
-            if best[i] is None or score > best[i]["info"]["val_balanced_accuracy"]:
+            run["curves"][i].append(record)
+            if on_epoch is not None:
+                on_epoch(i, {"fold": members[i].fold, **record})
+            best = run["best"][i]
+            if best is None or score > best["info"]["val_balanced_accuracy"]:
                 state = {n: v.detach().cpu() for n, v in pack.member_state(i).items()}
-                best[i] = {"state": state, "info": {**record, "fold": 0, "train_counts": data[i].counts(n_classes),
-                                                   "n_train": len(data[i])}}
-                since[i] = 0
+                run["best"][i] = {"state": state, "info": {"fold": members[i].fold, **record,
+                                                          "train_counts": data[i].counts(n_classes), "n_train": len(data[i])}}
+                run["since"][i] = 0
             else:
-                since[i] += 1
-            training[i] = patience is None or since[i] < patience
+                run["since"][i] += 1
+            run["training"][i] = patience is None or run["since"][i] < patience
+        run["epoch"] = epoch + 1
+        if checkpoints is not None and run["epoch"] < epochs and any(run["training"]):
+            unsaved += 1
+            deadline = checkpoints.deadline
+            out_of_time = deadline is not None and not deadline.allows(2 * run["epoch_seconds"][-1])
+            if out_of_time or unsaved >= checkpoints.epochs or time.perf_counter() - saved_at >= checkpoints.seconds:
+                run["seconds"] = time.perf_counter() - start
+                checkpoints.save(_state(pack, opt, gens, run))
+                saved_at, unsaved = time.perf_counter(), 0
+                if out_of_time:
+                    raise OutOfTime(f"packed training of {k} stopped after epoch {run['epoch']}: time limit")
     results = []
-    for i, b in enumerate(best):
+    for i, b in enumerate(run["best"]):
         assert b is not None, "fit_packed needs at least one epoch"
         info = dict(b["info"])
-        info.update(seconds=time.perf_counter() - start, seconds_per_epoch=float(np.mean(seconds)),
+        info.update(seconds=time.perf_counter() - start, seconds_per_epoch=float(np.mean(run["epoch_seconds"])),
                     n_params=sum(p.numel() for p in nets[0].parameters()), best_epoch=info["epoch"],
-                    epochs_run=len(curves[i]), epochs_run_per_fold=[len(curves[i])], patience=patience, curve=curves[i],
-                    cuda_graphs=False, packed=k)
+                    epochs_run=len(run["curves"][i]), epochs_run_per_fold=[len(run["curves"][i])], patience=patience,
+                    curve=run["curves"][i], cuda_graphs=False, packed=k)
         results.append(FitResult(b["state"], info))
     return results
+
+
+def _state(pack: Pack, opt: PackedAdam, gens: list[torch.Generator], run: dict[str, Any]) -> dict[str, Any]:
+    """Everything a packed training continues from: plain tensors, numbers and lists (loads with weights_only)."""
+    cpu = lambda d: {n: v.detach().cpu().clone() for n, v in d.items()}  # noqa: E731
+    return {"packed": pack.k, "params": cpu(pack.params), "buffers": cpu(pack.buffers),
+            "adam": {"t": opt.t.cpu().clone(), "m": cpu(opt.m), "v": cpu(opt.v)},
+            "gens": [g.get_state() for g in gens], "rng": rng_state(), "run": run}
+
+
+def _restore(pack: Pack, opt: PackedAdam, gens: list[torch.Generator], saved: dict[str, Any]) -> None:
+    with torch.no_grad():
+        for n, p in pack.params.items():
+            p.copy_(saved["params"][n])
+        for n, b in pack.buffers.items():
+            b.copy_(saved["buffers"][n])
+    device = opt.t.device
+    opt.t = saved["adam"]["t"].to(device)
+    opt.m = {n: v.to(device) for n, v in saved["adam"]["m"].items()}
+    opt.v = {n: v.to(device) for n, v in saved["adam"]["v"].items()}
+    for g, state in zip(gens, saved["gens"]):
+        g.set_state(state)
+    set_rng_state(saved["rng"])
+
+
+def measure_packed_step(model_cls: type, n_classes: int, window: int, batch_size: int, device: torch.device | str,
+                        k: int, steps: int = 3, warmup: int = 2, seed: int = 0) -> float:
+    """Seconds per packed step of `k` members (each on its own batch of `batch_size` random beats): the dry run's price."""
+    device = torch.device(device)
+    pack = Pack([build(model_cls, n_classes, window, seed + i).to(device) for i in range(k)]).train()
+    opt = pack.optimizer()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(k, batch_size, 1, window, generator=gen).to(device)
+    y = (torch.arange(k * batch_size) % n_classes).view(k, batch_size).to(device)
+    for _ in range(warmup):
+        pack.step(x, y, opt)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        pack.step(x, y, opt)
+    sync(device)
+    return (time.perf_counter() - t0) / max(steps, 1)
 
 
 def _epoch(pack: Pack, opt: PackedAdam, xs: list[torch.Tensor], ys: list[torch.Tensor],

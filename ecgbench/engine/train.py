@@ -28,7 +28,7 @@ from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
 from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.contracts.base import Beats, PluginError
 
-__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set",
+__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set", "fold_split",
            "measure_step", "FitResult"]
 
 
@@ -113,6 +113,19 @@ def training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_t
     return train
 
 
+def fold_split(train: Beats, tr: np.ndarray, va: np.ndarray, attacked: Beats | None,
+               attacked_source: np.ndarray | None) -> tuple[Beats, Beats, Beats | None]:
+    """A fold's real training beats, its validation beats and the attacked copies that join its training side.
+
+    An attacked copy goes where its clean original goes (training or validation side), so no beat is
+    validated against a copy of itself that the model trained on."""
+    adv_tr = adv_va = None
+    if attacked is not None and attacked_source is not None:
+        adv_tr = attacked.take(np.flatnonzero(np.isin(attacked_source, tr)))
+        adv_va = attacked.take(np.flatnonzero(np.isin(attacked_source, va)))
+    return train.take(tr), Beats.concat([train.take(va)] + ([adv_va] if adv_va is not None else [])), adv_tr
+
+
 def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[tuple[np.ndarray, np.ndarray]], *,
         attacked: Beats | None = None, attacked_source: np.ndarray | None = None, epochs: int, batch_size: int,
         smote_target: int, device: torch.device, seed: int, progress: bool = True,
@@ -154,12 +167,8 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
         model = build(model_cls, n_classes, window, seed + fold).to(device)
         if accelerated:
             model = accelerate(model, device)
-        adv_tr = adv_va = None
-        if attacked is not None and attacked_source is not None:
-            adv_tr = attacked.take(np.flatnonzero(np.isin(attacked_source, tr)))
-            adv_va = attacked.take(np.flatnonzero(np.isin(attacked_source, va)))
-        data = training_set(model, train.take(tr), adv_tr, smote_target, seed + fold)
-        val = Beats.concat([train.take(va)] + ([adv_va] if adv_va is not None else []))
+        real, val, adv_tr = fold_split(train, tr, va, attacked, attacked_source)
+        data = training_set(model, real, adv_tr, smote_target, seed + fold)
         x = torch.as_tensor(data.x, dtype=torch.float32, device=device)[:, None]
         y = torch.as_tensor(data.y, dtype=torch.long, device=device)
         flag = torch.as_tensor(data.attacked, dtype=torch.long, device=device)

@@ -66,8 +66,8 @@ def _states(final: Path) -> list[Path]:
 
 
 def _partial_files(cache: Path, task: Task) -> list[Path]:
-    """The saved state of a task still under way (a training, the two halves of a static set, a cell's attack)."""
-    if task.kind == "train":
+    """The saved state of a task still under way (a training or a pack, the two halves of a static set, a cell's attack)."""
+    if task.kind in ("train", "pack"):  # a pack's running state lives beside its own (never written) entry
         return _states(checkpoint_path(cache, task.model, task.key))
     if task.kind == "static":
         return [p for part in ("train", "test") for p in _states(partial_path(cache, task.attack_name, task.key, part))]

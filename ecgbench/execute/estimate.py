@@ -51,6 +51,7 @@ class Workload:
     cells: int
     pending_cells: int
     static_sets: int = 0  # static sets to make (each attacks a subset of training beats and the test beats)
+    packed: dict[str, int] = field(default_factory=dict)  # "pack:<model>:<members>" -> packed steps (`--pack`, issue 19)
     tasks: list[tuple[Task, str, int]] = field(default_factory=list)  # in run order: task, what prices it, units of it
 
     @property
@@ -95,14 +96,24 @@ def workload(pl: Planner) -> Workload:
     cfg = pl.cfg
     graph = plan(cfg, pl.reg, pl.catalog)
     tasks, pending = remaining(cfg, graph)
+    keys = {t.key for t in tasks}
     w = Workload({}, {}, {}, {}, len(graph.of_kind("cell")), pending)
     for task in tasks:
         p = cfg.profile.with_seed(task.seed if task.kind != "cell" else task.cell.seed)
         if task.kind == "train":
             w.trainings[task.model] = w.trainings.get(task.model, 0) + 1
+            if task.pack is not None and task.pack in keys:  # its pack trains it: this task loads the checkpoint
+                w.tasks.append((task, "", 0))
+                continue
             steps = math.ceil(_train_size(pl, task) / p.batch_size) * p.epochs * p.folds
             w.steps[task.model] = w.steps.get(task.model, 0) + steps
             w.tasks.append((task, task.model, steps))
+            continue
+        if task.kind == "pack":  # one packed step moves every member: as many steps as its longest member's epochs
+            price = f"pack:{task.model}:{len(task.members) * cfg.profile.folds}"
+            steps = max(math.ceil(_train_size(pl, m) / p.batch_size) for m in task.members) * p.epochs
+            w.packed[price] = w.packed.get(price, 0) + steps
+            w.tasks.append((task, price, steps))
             continue
         if task.kind == "cell" and task.cell.mode in ("clean", "static"):
             w.tasks.append((task, "", 0))
@@ -129,6 +140,15 @@ def _step_seconds(pl: Planner, model: str, dataset: str, device: torch.device, b
     ds = pl.catalog.data(dataset, pl.cfg.seed_list()[0]).dataset
     graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", False)  # as `fit` will train
     return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
+
+
+def _packed_seconds(pl: Planner, price: str, dataset: str, device: torch.device, batch: int) -> float:
+    """Seconds a packed step of `price`'s members takes (`pack:<model>:<members>`), measured as the pack will run."""
+    from ecgbench.engine.pack import measure_packed_step
+
+    _, model, k = price.split(":")
+    ds = pl.catalog.data(dataset, pl.cfg.seed_list()[0]).dataset
+    return float(measure_packed_step(pl.reg.get("models", model), len(ds.classes), ds.window, batch, device, int(k)))
 
 
 def scaled_budget(params: dict, cap: int) -> tuple[dict, float]:
@@ -193,6 +213,7 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
         torch.set_num_threads(threads)
         try:
             step_s = {m: _step_seconds(pl, m, cfg.datasets[0], device, cfg.profile.batch_size) for m in w.steps}
+            step_s.update({price: _packed_seconds(pl, price, cfg.datasets[0], device, cfg.profile.batch_size) for price in w.packed})
             nets = {m: _calibration_net(pl, m, cfg.datasets[0], device) for m in {m for _, m in w.attacked_on}}
             pair_s = {(a, m): _beat_seconds(pl, a, nets[m], cfg.datasets[0], device) for a, m in w.attacked_on}
         finally:
@@ -200,11 +221,15 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
     rows = [[f"train {m}" + (" (static source)" if m == cfg.source_model and m not in cfg.models else ""), w.trainings[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
+    rows += [[f"train {m}, packed", f"{k} members", f"{w.packed[price]:,} packed steps (at most)",
+              f"{step_s[price] * 1e3:.2f} ms/packed step" if price in step_s else "", _hours(w.packed[price] * step_s.get(price, math.nan))]
+             for price in w.packed for _, m, k in [price.split(":")]]
     attacked = w.attacked
     attack_s = {a: sum(n * pair_s.get((b, m), math.nan) for (b, m), n in w.attacked_on.items() if b == a) for a in attacked}
     rows += [[f"attack {a}", "", f"{attacked[a]:,} beats, ~{w.queries[a]:,} queries", _per_beat(a, pair_s), _hours(attack_s[a])]
              for a in attacked]
     serial = sum(w.steps[m] * step_s.get(m, math.nan) for m in w.steps) + sum(attack_s.values())
+    serial += sum(w.packed[price] * step_s.get(price, math.nan) for price in w.packed)
     lines = [
         f"dry run: {len(cfg.datasets)} dataset(s) x {len(cfg.models)} model(s) x {len(cfg.attacks)} attack(s), "
         f"profile {cfg.profile.name}, seeds {list(cfg.seed_list())}, device {device}",

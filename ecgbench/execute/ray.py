@@ -197,6 +197,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
         threads = threads_per_task(cfg)
         gpu = cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         remote = ray.remote(_task).options(num_cpus=threads, num_gpus=(1 / cfg.tasks_per_gpu) if gpu else 0, max_retries=1)
+        packed = ray.remote(_task).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=1)  # a pack fills a GPU
         cfg_ref = ray.put(cfg)
         slots = max(1, int(cpus // threads))
         if gpu:
@@ -213,7 +214,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
                                       "summary": f"FAILED: ray worker lost ({type(exc).__name__})"}))
             return out
 
-        schedule(tasks, lambda t: remote.remote(cfg_ref, t), finished, outcome, slots, Deadline.of(cfg.deadline))
+        schedule(tasks, lambda t: (packed if t.kind == "pack" else remote).remote(cfg_ref, t), finished, outcome, slots, Deadline.of(cfg.deadline))
     finally:
         if started:
             ray.shutdown()

@@ -33,6 +33,7 @@ from ecgbench.execute.scheduler import Outcome, in_cache, needed, threads_per_ta
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.cells import without_uv
 from ecgbench.plan.graph import Graph, plan
+from ecgbench.plan.packs import packing
 from ecgbench.plan.tasks import CellTask, Task
 from ecgbench.store.io import read_json, write_json
 from ecgbench.store.layout import checkpoint_path, read_done, weights_digest
@@ -144,7 +145,7 @@ class Runner:
             "command": cfg.command, "models": cfg.models, "attacks": cfg.attacks, "modes": list(cfg.modes),
             **cfg.settings(),
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
-                         "tasks_per_gpu": cfg.tasks_per_gpu},
+                         "tasks_per_gpu": cfg.tasks_per_gpu, "packed": packing(cfg)},
             "config": cfg.extra,
             "machine": {**machine(self.device), "threads": threads_per_task(cfg)},  # torch threads each task ran with
             "invocations": self._before + [

@@ -26,6 +26,8 @@ def checkpoints(w: Context, final: Path, what: str) -> Checkpoints:
 
 
 def _where(state: dict) -> str:
+    if "packed" in state:
+        return f"{state['packed']} members, epoch {state['run']['epoch'] + 1}"
     if "fold_state" in state:
         f = state["fold_state"]
         return f"fold {state['fold'] + 1}, epoch {f['epoch'] + 1}" + (f", batch {f['pos'] + 1}" if f["pos"] else "")

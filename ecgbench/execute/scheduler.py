@@ -141,9 +141,12 @@ def schedule(tasks: list[Task], submit: Callable[[Task], Any], wait: Callable[[l
 
 
 def in_cache(cache: Path, task: Task) -> bool:
-    """Whether a training's checkpoint or a static set is in the cache (present; it is verified when loaded)."""
+    """Whether a training's checkpoint (a pack's: all its members') or a static set is in the cache (present; it is
+    verified when loaded)."""
     if task.kind == "train":
         return written(checkpoint_path(cache, task.model, task.key))
+    if task.kind == "pack":
+        return all(in_cache(cache, m) for m in task.members)
     if task.kind == "static":
         return written(attacked_path(cache, task.attack_name, task.key))
     return False

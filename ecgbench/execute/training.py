@@ -1,6 +1,8 @@
-"""The training task: a model fitted on clean beats (or clean + a static set), checkpointed in the verified cache."""
+"""The training tasks: a model fitted on clean beats (or clean + static sets), checkpointed in the verified cache;
+and a pack of such trainings fitted as one model (issue 19), each member checkpointed as its own training would be."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +13,16 @@ from ecgbench import log
 from ecgbench.contracts.base import Beats, PluginError
 from ecgbench.contracts.outside import Outside, check_expects, load_into, outside_of
 from ecgbench.engine.accel import accelerate
+from ecgbench.engine.pack import best_of_folds, fit_packed, fold_members
 from ecgbench.engine.train import fit
 from ecgbench.execute.context import Context
 from ecgbench.execute.saving import checkpoints
-from ecgbench.plan.tasks import TrainTask
+from ecgbench.plan.tasks import PackTask, TrainTask
 from ecgbench.store.io import verified
 from ecgbench.store.layout import checkpoint_path, drop_state, read_checkpoint, save_checkpoint
 from ecgbench.store.locks import entry_lock
 
-__all__ = ["train"]
+__all__ = ["train", "train_pack"]
 
 
 def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
@@ -56,6 +59,55 @@ def train(w: Context, task: TrainTask) -> tuple[torch.nn.Module, dict, str]:
     net = cls(ctx.n_classes, ctx.dataset.window)
     net.load_state_dict(state)
     return accelerate(net.to(w.device), w.device).eval(), info, weights  # CUDA's fast path; the CPU keeps the plain model
+
+
+def train_pack(w: Context, task: PackTask) -> int:
+    """Fit the members of `task` that the cache lacks as one packed model, and save each member's checkpoint
+    under its own training's key (in `fit`'s format); returns how many were trained.
+
+    Each member is its training's folds (`fold_members`), its static sets made first; what `fit` keeps of
+    them (`best_of_folds`) is saved. The pack's running state is saved beside its own cache entry, and a
+    later invocation continues it if the same members are still to train (otherwise it starts afresh)."""
+    todo = [m for m in task.members if verified(read_checkpoint, checkpoint_path(w.cfg.cache, m.model, m.key)) is None]
+    if not todo:
+        return 0
+    ctx = w.catalog.data(task.dataset, todo[0].seed)
+    cls = w.reg.get("models", task.model)
+    p = w.cfg.profile
+    members, owner = [], []
+    for i, t in enumerate(todo):
+        c, statics = w.catalog.data(t.dataset, t.seed), [w.static_set(s) for s in t.statics]
+        s = c.splits
+        members += fold_members(s.train, s.folds, t.seed,
+                                Beats.concat([st["train"] for st in statics]) if statics else None,
+                                np.concatenate([st["source"] for st in statics]) if statics else None)
+        owner += [i] * len(s.folds)
+    state_path = checkpoint_path(w.cfg.cache, task.model, task.key)  # its running state lives beside it
+    keys = [t.key for t in todo]
+    base = checkpoints(w, state_path, f"the packed training of {len(todo)} {task.model} models on {task.dataset}")
+
+    def load() -> dict | None:  # a state saved for other members (the cache changed since) is not continued
+        state = base.load()
+        return state if state is not None and state.get("members") == keys else None
+
+    with entry_lock(state_path):
+        torch.manual_seed(p.seed)
+        results = fit_packed(cls, ctx.n_classes, ctx.dataset.window, members, epochs=p.epochs, batch_size=p.batch_size,
+                             smote_target=p.smote_target, device=w.device, patience=p.patience,
+                             checkpoints=replace(base, load=load, save=lambda state: base.save({**state, "members": keys})),
+                             on_epoch=lambda i, r: _log_epoch(f"{task.model} #{owner[i] + 1}", r))
+        for i, t in enumerate(todo):
+            result = best_of_folds([r for r, o in zip(results, owner) if o == i])
+            info = {**result.info, **({"defence": cls.defence} if hasattr(cls, "defence") else {})}
+            path = checkpoint_path(w.cfg.cache, t.model, t.key)
+            with entry_lock(path):
+                save_checkpoint(path, result.state, info)
+            on = "" if not t.statics else f" ({t.trained_on})"
+            log.info(f"trained {t.model} on {t.dataset}{on} seed {t.seed}, packed with {len(todo) - 1} other(s): "
+                     f"val balanced accuracy {info['val_balanced_accuracy']:.3f}")
+        drop_state(state_path)
+    w.trainings += len(todo)
+    return len(todo)
 
 
 def _take_outside(spec: Outside, task: TrainTask, net: torch.nn.Module, dataset: Any, path: Path) -> tuple[dict, dict, str]:

@@ -1,6 +1,6 @@
 """A worker: runs tasks in one process, keeping the data catalog, a few trained models and the last static set in memory.
 
-`run` dispatches a task to its function (`training.train`, `static_sets.make`, `cells.score`) and
+`run` dispatches a task to its function (`training.train`, `training.train_pack`, `static_sets.make`, `cells.score`) and
 reports what the driver needs to know. Inputs come from the store and outputs go to it, written
 atomically and verified when read back; a damaged entry is reported, deleted and recomputed.
 """
@@ -58,14 +58,17 @@ class Worker:
             try:
                 if task.error is not None:
                     raise RuntimeError(task.error)
-                (self.model if task.kind == "train" else self.static_set)(task)
+                if task.kind == "pack":
+                    training.train_pack(self, task)
+                else:
+                    (self.model if task.kind == "train" else self.static_set)(task)
                 out = {"status": "ok"}
             except KeyboardInterrupt:
                 raise
             except OutOfTime as exc:  # progress saved; the next invocation continues it
                 out = {"status": "stopped", "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - the cells that need it fail with this message
-                model = task.model if task.kind == "train" else task.source.model
+                model = task.source.model if task.kind == "static" else task.model
                 out = {"status": "failed", "error": one_line(exc, self.reg, dataset=task.dataset, model=model,
                                                              attack=task.attack if task.kind == "static" else None),
                        "traceback": traceback.format_exc()}

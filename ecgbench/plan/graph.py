@@ -14,6 +14,7 @@ from ecgbench.contracts.registry import Registry, attack_name
 from ecgbench.data.catalog import Catalog
 from ecgbench.plan import keys
 from ecgbench.plan.cells import Cell, cells_of
+from ecgbench.plan.packs import pack_trainings, packing
 from ecgbench.plan.tasks import CellTask, StaticTask, Task, TrainTask
 
 __all__ = ["Graph", "plan", "Planner"]
@@ -133,4 +134,6 @@ def plan(cfg: RunConfig, reg: Registry, catalog: Catalog) -> Graph:
                 graph.add(static)
             graph.add(task.train)
         graph.add(task)
+    if packing(cfg):
+        graph.tasks = pack_trainings(graph.tasks, cfg, planner.reg, cfg.profile.folds)
     return graph

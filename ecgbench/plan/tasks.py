@@ -1,4 +1,4 @@
-"""The three kinds of task, typed: train a model, make a static attacked set, score a cell.
+"""The kinds of task, typed: train a model, train several as one pack, make a static attacked set, score a cell.
 
 Each task carries its content `key` and the tasks it needs (so a worker never works them out
 again), and `deps` names those by key for the scheduler. A task is plain data: it pickles to a
@@ -11,7 +11,7 @@ from typing import ClassVar, Union
 
 from ecgbench.plan.cells import Cell
 
-__all__ = ["TrainTask", "StaticTask", "CellTask", "Task"]
+__all__ = ["TrainTask", "PackTask", "StaticTask", "CellTask", "Task"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,12 @@ class TrainTask:
     seed: int
     statics: tuple["StaticTask", ...] = ()
     error: str | None = None  # known before running (a plugin that does not load): the task fails at once
+    pack: str | None = None  # the key of the `PackTask` that trains it (then this task only loads its checkpoint)
     kind: ClassVar[str] = "train"
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return tuple(s.key for s in self.statics)
+        return tuple(s.key for s in self.statics) + ((self.pack,) if self.pack else ())
 
     @property
     def trained_on(self) -> str:
@@ -47,6 +48,39 @@ class TrainTask:
     def label(self) -> str:
         on = "" if not self.statics else f" on {self.trained_on}"
         return f"train {self.dataset}/{self.model}{on} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class PackTask:
+    """Fit the `members` (trainings of one model class on one dataset, each with its own data and seed) as one
+    packed model (`engine.pack`, issue 19); each member's checkpoint is then what its own training would save."""
+
+    key: str
+    members: tuple[TrainTask, ...]
+    error: str | None = None
+    kind: ClassVar[str] = "pack"
+
+    @property
+    def model(self) -> str:
+        return self.members[0].model
+
+    @property
+    def dataset(self) -> str:
+        return self.members[0].dataset
+
+    @property
+    def seed(self) -> int:
+        """The first member's seed (what a profile needs; each member trains with its own)."""
+        return self.members[0].seed
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for m in self.members for d in m.deps))
+
+    @property
+    def label(self) -> str:
+        seeds = sorted({m.seed for m in self.members})
+        return f"train {self.dataset}/{self.model} x {len(self.members)} packed (seeds {', '.join(map(str, seeds))})"
 
 
 @dataclass(frozen=True)
@@ -93,4 +127,4 @@ class CellTask:
         return self.cell.label
 
 
-Task = Union[TrainTask, StaticTask, CellTask]
+Task = Union[TrainTask, PackTask, StaticTask, CellTask]
