@@ -112,7 +112,7 @@ def attack(trained: Trained, spec: str, *, eps: float | None = None) -> Attacked
     x, y = data.test.x[idx], data.test.y[idx]
     ctx = w.catalog.data(data.dataset, data.seed)
     x_adv, stats = generate(trained.model, a, torch.as_tensor(x)[:, None], y, ctx.dataset.value_range, seed=p.seed,
-                            batch=p.attack_batch, device=w.device, desc=f"{a.label} vs {trained.name}")
+                            batch=p.attack_batch_for(a), device=w.device, desc=f"{a.label} vs {trained.name}")
     return Attacked(x_adv, y, idx, stats)
 
 

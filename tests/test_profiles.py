@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # `Profile.as_dict()` of each built-in profile at commit bd01274, before profiles became files. The
 # cache keys of cached checkpoints and cells, and the committed results/*/run.json, hold these; the
 # changes since are the budgets of attacks added after bd01274 in smoke and quick: square's queries, and
-# apgd-t's iterations (as apgd's; it changed only cell keys, which the microvolt scale had changed anyway).
+# apgd-t's iterations (as apgd's; it changed only cell keys, which the microvolt scale had changed anyway),
+# and paper's costly_attack_batch (cell keys only: trainings and static sets hash their own fields).
 BEFORE = {
     "smoke": {"name": "smoke", "epochs": 3, "subset": True, "train_cap": 250, "test_cap": 40, "smote_target": 250,
               "folds": 1, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 256, "static_train_cap": 200,
@@ -30,8 +31,8 @@ BEFORE = {
                                 "apgd": {"max_iter": 20}, "apgd-t": {"max_iter": 20}, "square": {"queries": 100}},
               "seed": 0},
     "paper": {"name": "paper", "epochs": 100, "subset": False, "train_cap": None, "test_cap": None, "smote_target": 10000,
-              "folds": 5, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 1024, "static_train_cap": None,
-              "attack_params": {}, "seed": 0},
+              "folds": 5, "val_fraction": 0.1, "batch_size": 128, "attack_batch": 1024, "costly_attack_batch": 100,
+              "static_train_cap": None, "attack_params": {}, "seed": 0},
 }
 
 
@@ -164,7 +165,7 @@ def test_misspelled_key_names_file_key_and_the_keys_that_exist(tmp_path):
         get_profile(path)
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and "'epoch'" in msg
-    assert "keys: attack_batch, attack_params, base, batch_size, costly_test_cap, defence_params, epochs" in msg
+    assert "keys: attack_batch, attack_params, base, batch_size, costly_attack_batch, costly_test_cap, defence_params, epochs" in msg
 
 
 @pytest.mark.parametrize("line, why", [
@@ -235,3 +236,15 @@ def test_profiles_command_prints_the_table(capsys, tmp_path):
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header == ["name", "quick", "mine", "meaning"]
     assert main(["profiles", "nope"]) == 2
+
+
+def test_costly_attacks_run_in_the_profiles_costly_batches():
+    """standard and paper attack costly attacks 100 beats a call (each call's result saved as it ends), the others 1,024;
+    quick and smoke, whose costly attacks take minutes, keep one batch size."""
+    from ecgbench.config.attacks import build_attack
+    from ecgbench.contracts.registry import registry
+
+    for name, costly in (("standard", 100), ("paper", 100), ("quick", 1024), ("smoke", 256)):
+        p = get_profile(name)
+        assert p.attack_batch_for(build_attack("square", p, registry)) == costly, name
+        assert p.attack_batch_for(build_attack("fgsm", p, registry)) == p.attack_batch, name

@@ -100,6 +100,46 @@ def test_an_attack_stopped_between_batches_makes_the_unstopped_beats(beats: Beat
     assert np.abs(adv - beats.x[:96]).max() > 0  # it did attack
 
 
+class FourQueries:
+    """A bounded attack that queries the model four times in one call, as Square or Boundary query it thousands
+    of times: the harness cannot ask the deadline between its steps, only when it queries the model."""
+
+    label, eps, bounded = "four-queries", 0.01, True
+
+    def __call__(self, model, x, y, value_range):
+        start = torch.randn_like(x)  # a random start, drawn before the queries a stop interrupts
+        for _ in range(4):
+            model(x)
+        return (x + self.eps * torch.sign(start)).clamp(*value_range)
+
+
+def test_an_attack_stopped_inside_a_batch_loses_only_that_batch(beats: Beats) -> None:
+    """Six batches of 16; the deadline comes during the second batch's queries, then during the third's of the
+    continued run: each stop keeps the batches finished before it, and the continued beats equal the unstopped ones."""
+    model = build(registry.get("models", "kachuee"), 4, 280, seed=0)
+    x, y = torch.as_tensor(beats.x[:96])[:, None], beats.y[:96]
+    kw = dict(seed=3, batch=16, device=torch.device("cpu"))
+    plain, _ = generate(model, FourQueries(), x, y, (0.0, 1.0), **kw)
+    last: list[int] = []
+    kept: list[int] = []  # beats in the saved state when each stop came
+
+    def run(ck: Checkpoints):
+        save = ck.save
+        ck.save = lambda state: (last.append(len(state["adv"])), save(state))
+        try:
+            return generate(model, FourQueries(), x, y, (0.0, 1.0), checkpoints=ck, **kw)
+        except OutOfTime:
+            kept.append(last[-1])
+            raise
+
+    # calls: batch 0's queries 1-4; batch 1: the check before it (5), its queries 6-9 -> stop at 7 keeps batch 0;
+    # continued: batch 1's queries 8-11, batch 2: check 12, queries 13-16 -> stop at 14 keeps batches 0-1
+    (adv, _), stops, _ = continued(run, {7, 14})
+    assert stops == 2 and kept == [16, 32]
+    assert np.array_equal(adv, plain)
+    assert not model._forward_pre_hooks  # the deadline's hook is gone once the attack ends
+
+
 def test_the_newest_good_state_is_continued_and_a_damaged_one_is_reported(tmp_path: Path, capsys) -> None:
     final = tmp_path / "checkpoints" / "m-key.pt"
     assert read_state(final) is None

@@ -26,7 +26,7 @@ __all__ = ["Profile", "PROFILES", "get_profile", "list_profiles", "builtin_names
 FILES = "profile_files"  # package folder of the built-in profiles (profiles.py holds this module)
 NONE = "none"  # how a TOML file says None
 ORDER = ("smoke", "quick", "standard", "paper")  # smallest first, in listings
-OMIT_WHEN_NONE = ("patience", "costly_test_cap")  # fields added after results were cached: see Profile.as_dict
+OMIT_WHEN_NONE = ("patience", "costly_test_cap", "costly_attack_batch")  # fields added after results were cached: see Profile.as_dict
 OMIT_WHEN_EMPTY = ("defence_params",)  # likewise while empty; as_dict keeps only its values that are not the defaults
 
 
@@ -45,6 +45,9 @@ class Profile:
     val_fraction: float = field(default=0.1, metadata={"help": "validation share of the training beats when folds = 1 (our choice)"})
     batch_size: int = field(default=128, metadata={"help": "training batch (paper 3.2: 128)"})
     attack_batch: int = field(default=1024, metadata={"help": "beats attacked at once (speed only)"})
+    costly_attack_batch: int | None = field(default=None, metadata={
+        "help": "costly attacks' beats at once: each batch's result is saved, so a run stopped by --time-limit loses at most "
+                "one batch of an attack that takes hours; none: attack_batch"})
     static_train_cap: int | None = field(default=None, metadata={
         "help": "static mode: attacked copies of at most this many training beats; none: all"})
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
@@ -57,11 +60,17 @@ class Profile:
         """The profile with `seed`: every key hashes the profile, so each seed has its own cache entries."""
         return self if self.seed == seed else replace(self, seed=seed)
 
+    def attack_batch_for(self, attack: Any) -> int:
+        """Beats a call of `attack` gets: `costly_attack_batch` for a costly one (if set), else `attack_batch`."""
+        if getattr(attack, "costly", False) and self.costly_attack_batch:
+            return self.costly_attack_batch
+        return self.attack_batch
+
     def as_dict(self) -> dict[str, Any]:
         """Every field, except the later-added ones while they hold None, or no value but a default.
 
         The dict is hashed into cache keys and written to run.json: leaving out `patience` and
-        `costly_test_cap` at their default keeps the keys of runs made before they existed, and so does
+        `costly_test_cap` (and `costly_attack_batch`) at their default keeps the keys of runs made before they existed, and so does
         leaving out `defence_params` but for the values that differ from the defences' defaults (what
         changes a training; the built-in files state the defaults).
         """

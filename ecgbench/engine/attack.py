@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from ecgbench import log
 from ecgbench.contracts.base import Attack
 from ecgbench.contracts.checks import TOL, check_adversarial
-from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
+from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.engine.train import predict
 
 __all__ = ["generate", "bounded", "batched"]
@@ -34,7 +35,9 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
 
     `checkpoints`: save the batches done (and the random generators after them) every
     `checkpoints.seconds`, and before the next batch would pass its deadline (then `OutOfTime`); a
-    saved state is continued, so a stopped attack ends with the beats an unstopped one makes.
+    saved state is continued, so a stopped attack ends with the beats an unstopped one makes. A batch
+    still running at the deadline stops at its next query of the model, and only that batch is lost
+    (a profile's `costly_attack_batch` keeps it small for attacks that take hours).
     """
     model.eval()
     np.random.seed(seed)  # ART draws random starts from numpy's global generator
@@ -45,7 +48,7 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
         outs, linfs = [saved["adv"]], [saved["linf"]]
         set_rng_state(saved["rng"])
     done = sum(len(o) for o in outs)
-    last_save, seconds = time.perf_counter(), 0.0
+    last_save, seconds, after = time.perf_counter(), 0.0, None
     budget = torch.as_tensor(eps, dtype=torch.float32) if eps is not None else torch.full((len(x),), attack.eps)
     for i in log.bar(range(done, len(x), batch), desc=desc):
         if checkpoints is not None and i > done:
@@ -59,11 +62,18 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
         xb = x[i:i + batch].to(device)
         yb = torch.as_tensor(y[i:i + batch], device=device)
         eps_b = budget[i:i + batch].to(device) if eps is not None and bounded(attack) else None
-        adv = attack(model, xb, yb, value_range) if eps_b is None else attack(model, xb, yb, value_range, eps=eps_b)
+        try:
+            with _stops_at(model, checkpoints.deadline if checkpoints is not None else None):
+                adv = attack(model, xb, yb, value_range) if eps_b is None else attack(model, xb, yb, value_range, eps=eps_b)
+        except OutOfTime:
+            if i > done:  # what the batches before this one made, with the generators as they left them
+                checkpoints.save({"adv": torch.cat(outs), "linf": torch.cat(linfs), "rng": after})
+            raise OutOfTime(f"{desc}: stopped in the batch from beat {i} of {len(x)} (kept: {i}): time limit") from None
         linf = check_adversarial(adv, xb, attack.label, budget[i:i + batch], bounded(attack), value_range)
         outs.append(adv.detach().float().cpu())
         linfs.append(linf.cpu())
         seconds = time.perf_counter() - t0
+        after = rng_state() if checkpoints is not None else None
     x_adv, linf = torch.cat(outs), torch.cat(linfs)
     within = linf <= budget + TOL
     stats: dict[str, Any] = {"within_budget": float(within.float().mean()), "linf_median_found": float(linf.median())}
@@ -75,6 +85,25 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
 
 
 @torch.no_grad()
+@contextmanager
+def _stops_at(model: torch.nn.Module, deadline: Deadline | None) -> Iterator[None]:
+    """Within it, a forward pass of `model` after `deadline` raises `OutOfTime`: an attack's own loop (ART's Square:
+    thousands of queries in one call) cannot be asked between its steps, but each step queries the model."""
+    if deadline is None:
+        yield
+        return
+
+    def check(module: torch.nn.Module, args: Any) -> None:
+        if not deadline.allows(0.0):
+            raise OutOfTime("time limit")
+
+    handle = model.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def batched(fn: Any, x: np.ndarray, device: torch.device, batch: int = 2048) -> np.ndarray:
     """`fn` (a model head such as `detect`) over beats [n, window] in batches, as a numpy array."""
     t = torch.as_tensor(x, dtype=torch.float32)[:, None]

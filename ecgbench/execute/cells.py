@@ -92,7 +92,7 @@ def evaluate(w: Context, task: CellTask) -> dict:
         partial = partial_path(w.cfg.cache, attack.name, task.cell_key, "cell")
         per_beat = None if cell.eps_uv is None else per_beat_eps(cell.eps_uv, s.test.scale, idx, cell.dataset, ds.value_range)
         x_eval, budget = generate(target, attack, torch.as_tensor(x_clean)[:, None], y, ds.value_range, seed=p.seed,
-                                  batch=p.attack_batch, device=w.device, desc=f"{attack.label} vs {cell.model}",
+                                  batch=p.attack_batch_for(attack), device=w.device, desc=f"{attack.label} vs {cell.model}",
                                   checkpoints=checkpoints(w, partial, f"{attack.label} vs {cell.model}"), eps=per_beat)
         drop_state(partial)
         w.attack_calls += 1

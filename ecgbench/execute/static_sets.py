@@ -33,7 +33,7 @@ def make(w: Context, task: StaticTask) -> dict:
             idx = np.sort(rng.permutation(len(s.train))[:cap]) if cap else np.arange(len(s.train))
             sub = eval_index(s.test.y, attack, p)
             test_idx = np.arange(len(s.test)) if sub is None else sub
-            run = dict(seed=p.seed, batch=p.attack_batch, device=w.device)
+            run = dict(seed=p.seed, batch=p.attack_batch_for(attack), device=w.device)
             parts = {part: partial_path(w.cfg.cache, attack.name, task.key, part) for part in ("train", "test")}
             what = {part: f"{attack.label} {part} vs {task.source.model}" for part in parts}
             tr_adv, _ = generate(source, attack, torch.as_tensor(s.train.x[idx])[:, None], s.train.y[idx], vr,
