@@ -84,7 +84,6 @@ def generate(model: torch.nn.Module, attack: Attack, x: torch.Tensor, y: np.ndar
     return x_adv[:, 0].numpy(), stats
 
 
-@torch.no_grad()
 @contextmanager
 def _stops_at(model: torch.nn.Module, deadline: Deadline | None) -> Iterator[None]:
     """Within it, a forward pass of `model` after `deadline` raises `OutOfTime`: an attack's own loop (ART's Square:
@@ -104,6 +103,7 @@ def _stops_at(model: torch.nn.Module, deadline: Deadline | None) -> Iterator[Non
         handle.remove()
 
 
+@torch.no_grad()
 def batched(fn: Any, x: np.ndarray, device: torch.device, batch: int = 2048) -> np.ndarray:
     """`fn` (a model head such as `detect`) over beats [n, window] in batches, as a numpy array."""
     t = torch.as_tensor(x, dtype=torch.float32)[:, None]
