@@ -8,8 +8,8 @@ On CUDA the loop never waits for the device inside an epoch (issue 10): a step r
 a detached tensor, the losses are read once per epoch, the data live on the device and each batch
 is gathered there (the permutation is drawn on the CPU from the fold's seed, so the CPU and the GPU
 see the same batches), models run through `ecgbench.engine.accel.accelerate` (Conv1d as channels-last
-Conv2d), and `cuda_graphs=True` (or ECGBENCH_CUDA_GRAPHS=1) replays each full batch's step as a CUDA
-graph. On the CPU the arithmetic is exactly what it was: same batches, same kernels, same float32
+Conv2d), and each full batch's step is replayed as a CUDA graph (the default on CUDA since issue 19;
+`cuda_graphs=False` or ECGBENCH_CUDA_GRAPHS=0 turns it off). On the CPU the arithmetic is exactly what it was: same batches, same kernels, same float32
 losses averaged in float64, so checkpoints are bit-identical to the plain loop's.
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
     (`epochs` is then the most it runs; issue 11). The info dict records, for the fold whose
     checkpoint is kept, `best_epoch`, `epochs_run` and its `curve` (epoch, loss, validation
     balanced accuracy per epoch). `accelerated`: run the model through `accel.accelerate` (acts
-    on CUDA only). `cuda_graphs` (default: ECGBENCH_CUDA_GRAPHS, off): on CUDA, replay each full
+    on CUDA only). `cuda_graphs` (default: ECGBENCH_CUDA_GRAPHS, on): on CUDA, replay each full
     batch's step as a CUDA graph (`accel.GraphedStep`; the last partial batch runs eagerly); if
     capture fails, the fold trains eagerly and the reason is warned.
 
@@ -153,7 +153,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
     if cuda_graphs is None:
-        cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", False)
+        cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", True)
     device = torch.device(device)
     saved = checkpoints.load() if checkpoints is not None else None
     run: dict[str, Any] = saved["run"] if saved else {"best": None, "best_fold": 0, "curves": [], "graphed_folds": [],

@@ -138,7 +138,7 @@ def workload(pl: Planner) -> Workload:
 def _step_seconds(pl: Planner, model: str, dataset: str, device: torch.device, batch: int) -> float:
     cls = pl.reg.get("models", model)
     ds = pl.catalog.data(dataset, pl.cfg.seed_list()[0]).dataset
-    graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", False)  # as `fit` will train
+    graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", True)  # as `fit` will train
     return float(train.measure_step(cls, len(ds.classes), ds.window, batch, device, steps=3, cuda_graphs=graphs))
 
 
