@@ -54,3 +54,13 @@ def test_graph_rows_worker_reports_each_model(probe) -> None:
     name, seconds, error = out.get_nowait()
     assert name == "acharya" and seconds is None and "CUDA device" in error
     assert out.get_nowait() is None
+
+
+def test_pack_section_on_the_cpu_rates_every_packable_model_against_it_alone(probe, tmp_path: Path) -> None:
+    """The rows a GPU session brings back for issue 19's target: each model that packs alone, then K packed with its ratio."""
+    rc = probe.main(["--device", "cpu", "--quick", "--sections", "pack", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = {r["what"]: r for r in json.loads((tmp_path / "gpu-probe.json").read_text())["rows"] if r["section"] == "pack"}
+    assert set(rows) == {f"{m} {w}" for m in ("kachuee", "shaker") for w in ("alone", "K=1 packed", "K=3 packed", "K=9 packed")}
+    assert all(isinstance(r["value"], float) and r["value"] > 0 for r in rows.values())
+    assert all(" alone" in rows[f"{m} K=9 packed"]["note"] for m in ("kachuee", "shaker"))
