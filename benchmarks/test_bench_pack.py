@@ -1,8 +1,9 @@
-"""Packed vs separate training steps (issue 19): K Kachuee members as one vmap'd model against K models stepped one
-after the other, K in 1, 3, 9, 40, on real MIT-BIH beats (batch 128, the paper's, per member).
+"""Packed vs separate training steps (issue 19): K members of each model that packs (Kachuee, Shaker) as one vmap'd
+model against K models stepped one after the other, K in 1, 3, 9, 40, on real MIT-BIH beats (batch 128, the paper's,
+per member).
 
 Not part of the test run: `OMP_NUM_THREADS=1 ECGBENCH_DATA=/path/to/data python -m pytest benchmarks/test_bench_pack.py
---benchmark-only --benchmark-group-by=param:k`. The device is CUDA when there is one, else the CPU. `extra_info`
+--benchmark-only --benchmark-group-by=param:model,param:k`. The device is CUDA when there is one, else the CPU. `extra_info`
 holds member steps per second (K steps per round). The issue's target, on an H100/H200: K=40 packed at least 20x
 the single model's steps per second; on the CPU packing was measured to gain nothing, so it is CUDA-only by default.
 """
@@ -32,8 +33,8 @@ def beats(data_dir, cache_dir):
     return torch.as_tensor(b.x[idx])[:, None].to(DEVICE), torch.as_tensor(b.y[idx]).to(DEVICE)
 
 
-def _members(k: int) -> list[torch.nn.Module]:
-    cls = registry.get("models", "kachuee")
+def _members(name: str, k: int) -> list[torch.nn.Module]:
+    cls = registry.get("models", name)
     out = []
     for seed in range(k):
         torch.manual_seed(seed)
@@ -43,10 +44,11 @@ def _members(k: int) -> list[torch.nn.Module]:
 
 @pytest.mark.parametrize("k", [1, 3, 9, 40])
 @pytest.mark.parametrize("how", ["packed", "separate"])
-def test_kachuee_steps(benchmark, beats, k, how):
+@pytest.mark.parametrize("model", ["kachuee", "shaker"])
+def test_steps(benchmark, beats, model, k, how):
     x = beats[0][:k * BATCH].view(k, BATCH, 1, -1)
     y = beats[1][:k * BATCH].view(k, BATCH)
-    members = _members(k)
+    members = _members(model, k)
     if how == "packed":
         pack = Pack(members).train()
         opt = pack.optimizer()
@@ -55,7 +57,7 @@ def test_kachuee_steps(benchmark, beats, k, how):
             pack.step(x, y, opt)
             sync(DEVICE)
     else:
-        opts = [torch.optim.Adam(m.parameters(), lr=m.lr) for m in members]
+        opts = [torch.optim.Adam(m.parameters(), lr=m.lr, betas=getattr(m, "betas", (0.9, 0.999))) for m in members]
 
         def step() -> None:
             for i, m in enumerate(members):
@@ -68,4 +70,4 @@ def test_kachuee_steps(benchmark, beats, k, how):
     t0 = time.perf_counter()
     benchmark.pedantic(step, rounds=rounds, iterations=1)
     seconds = (time.perf_counter() - t0) / rounds
-    benchmark.extra_info.update(k=k, how=how, device=str(DEVICE), member_steps_per_s=round(k / seconds, 1))
+    benchmark.extra_info.update(model=model, k=k, how=how, device=str(DEVICE), member_steps_per_s=round(k / seconds, 1))
