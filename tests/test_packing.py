@@ -3,6 +3,7 @@ dependency, that a packed run saves each member's checkpoint as its own training
 training stopped by the time limit continues bit for bit on the CPU."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -33,17 +34,18 @@ def _graph(cfg):
 
 
 def test_the_plan_packs_the_trainings_of_one_model_and_changes_no_key(tmp_path, data_dir, monkeypatch):
-    """Smoke, 2 seeds, static + adaptive: Kachuee's and Shaker's clean trainings form one pack (2 seeds) and their
-    trainings on static sets another (2 seeds x fgsm, pgd, defence); ECG-ATK-GAN and Acharya train alone. Every
-    training, static set and cell keeps its key, each member waits for its pack, every task follows what it needs;
-    `--pack auto` does not pack on the CPU; a size cap splits a group, and a group of one is no pack."""
+    """Smoke, 2 seeds, static + adaptive: Kachuee's and Shaker's clean trainings form one pack (2 seeds), their
+    trainings on one static set another (2 seeds x fgsm, pgd) and their defence trainings (both static sets, twice the
+    beats) a third; ECG-ATK-GAN and Acharya train alone. Every training, static set and cell keeps its key, each
+    member waits for its pack, every task follows what it needs; `--pack auto` does not pack on the CPU; a size cap
+    splits a group, and a group of one member is no pack (smoke trains one fold)."""
     off, on = _graph(_cfg(tmp_path, data_dir, pack="off")), _graph(_cfg(tmp_path, data_dir, pack="on"))
     assert not off.of_kind("pack") and not _graph(_cfg(tmp_path, data_dir)).of_kind("pack")  # auto on the CPU
     assert {k for k, t in on.tasks.items() if t.kind != "pack"} == set(off.tasks)
-    got = sorted((p.model, len(p.members), bool(p.members[0].statics)) for p in on.of_kind("pack"))
-    assert got == [("kachuee", 2, False), ("kachuee", 6, True), ("shaker", 2, False), ("shaker", 6, True)]
+    got = sorted((p.model, len(p.members[0].statics), len(p.members)) for p in on.of_kind("pack"))
+    assert got == [(m, statics, n) for m in ("kachuee", "shaker") for statics, n in ((0, 2), (1, 4), (2, 2))]
     for pack in on.of_kind("pack"):
-        assert len({(m.model, m.dataset, bool(m.statics)) for m in pack.members}) == 1
+        assert len({(m.model, m.dataset, len(m.statics)) for m in pack.members}) == 1
         assert all(on.tasks[m.key].pack == pack.key for m in pack.members)
     alone = [t for t in on.of_kind("train") if t.model in ("ecg-atk-gan", "acharya")]
     assert alone and all(t.pack is None for t in alone)
@@ -53,12 +55,18 @@ def test_the_plan_packs_the_trainings_of_one_model_and_changes_no_key(tmp_path, 
     from ecgbench.execute.estimate import dry_run
 
     text = dry_run(_cfg(tmp_path, data_dir, pack="on"), calibrate=False)
-    assert "| train kachuee, packed | 2 members" in text and "| train kachuee, packed | 6 members" in text
-    assert "| train acharya " in text and "train kachuee  " not in text
+    assert re.search(r"\| train kachuee, packed x2 +\| 4 in 2 pack\(s\) +\|", text), text
+    assert re.search(r"\| train kachuee, packed x4 +\| 4 in 1 pack\(s\) +\|", text), text
+    assert re.search(r"\| train acharya +\| 8 +\|", text) and "train kachuee  " not in text
     monkeypatch.setattr(packs, "MAX_MEMBERS", 2)  # smoke trains one fold: 2 trainings a pack
     capped = _graph(_cfg(tmp_path, data_dir, pack="on", seeds="0,1,2", modes="adaptive"))
     assert sorted(len(p.members) for p in capped.of_kind("pack")) == [2, 2]  # 3 trainings each: 2 packed, 1 alone
     assert sum(t.pack is None for t in capped.of_kind("train") if t.model == "kachuee") == 1
+    (tmp_path / "folds.toml").write_text('[profile]\nbase = "smoke"\nfolds = 2\n')
+    given = {"models": "kachuee", "attacks": "fgsm", "modes": "adaptive", "seeds": "0", "pack": "on", "device": "cpu",
+             "out": str(tmp_path / "out"), "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache")}
+    folds = _graph(run_config(given, tmp_path / "folds.toml"))
+    assert [len(p.members) for p in folds.of_kind("pack")] == [1]  # one training of two folds: two members
 
 
 def test_a_bad_pack_setting_is_one_line(tmp_path, data_dir):
@@ -130,3 +138,14 @@ def _roundtrip(state: dict):
     torch.save(state, buf)
     buf.seek(0)
     return buf
+
+
+def test_a_packed_training_keeps_what_fit_keeps_of_its_folds():
+    """The best validation score over the folds, the first fold on a tie (as `fit` compares with >), every fold's epochs."""
+    from ecgbench.engine.pack import best_of_folds
+    from ecgbench.engine.train import FitResult
+
+    folds = [FitResult({"w": torch.tensor([float(i)])}, {"fold": i, "val_balanced_accuracy": s, "epochs_run": 3 + i})
+             for i, s in enumerate([0.5, 0.7, 0.7])]
+    kept = best_of_folds(folds)
+    assert kept.info["fold"] == 1 and kept.state["w"].item() == 1.0 and kept.info["epochs_run_per_fold"] == [3, 4, 5]

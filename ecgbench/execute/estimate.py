@@ -52,6 +52,9 @@ class Workload:
     pending_cells: int
     static_sets: int = 0  # static sets to make (each attacks a subset of training beats and the test beats)
     packed: dict[str, int] = field(default_factory=dict)  # "pack:<model>:<members>" -> packed steps (`--pack`, issue 19)
+    packs: dict[str, int] = field(default_factory=dict)  # "pack:<model>:<members>" -> packs of that size
+    packed_trainings: dict[str, int] = field(default_factory=dict)  # "pack:<model>:<members>" -> trainings they hold
+    alone: dict[str, int] = field(default_factory=dict)  # model -> trainings not packed
     tasks: list[tuple[Task, str, int]] = field(default_factory=list)  # in run order: task, what prices it, units of it
 
     @property
@@ -105,6 +108,7 @@ def workload(pl: Planner) -> Workload:
             if task.pack is not None and task.pack in keys:  # its pack trains it: this task loads the checkpoint
                 w.tasks.append((task, "", 0))
                 continue
+            w.alone[task.model] = w.alone.get(task.model, 0) + 1
             steps = math.ceil(_train_size(pl, task) / p.batch_size) * p.epochs * p.folds
             w.steps[task.model] = w.steps.get(task.model, 0) + steps
             w.tasks.append((task, task.model, steps))
@@ -113,6 +117,8 @@ def workload(pl: Planner) -> Workload:
             price = f"pack:{task.model}:{len(task.members) * cfg.profile.folds}"
             steps = max(math.ceil(_train_size(pl, m) / p.batch_size) for m in task.members) * p.epochs
             w.packed[price] = w.packed.get(price, 0) + steps
+            w.packs[price] = w.packs.get(price, 0) + 1
+            w.packed_trainings[price] = w.packed_trainings.get(price, 0) + len(task.members)
             w.tasks.append((task, price, steps))
             continue
         if task.kind == "cell" and task.cell.mode in ("clean", "static"):
@@ -218,10 +224,10 @@ def dry_run(cfg: RunConfig, calibrate: bool = True, planner: Planner | None = No
             pair_s = {(a, m): _beat_seconds(pl, a, nets[m], cfg.datasets[0], device) for a, m in w.attacked_on}
         finally:
             torch.set_num_threads(before)
-    rows = [[f"train {m}" + (" (static source)" if m == cfg.source_model and m not in cfg.models else ""), w.trainings[m], f"{w.steps[m]:,} steps (at most)",
+    rows = [[f"train {m}" + (" (static source)" if m == cfg.source_model and m not in cfg.models else ""), w.alone[m], f"{w.steps[m]:,} steps (at most)",
              f"{step_s[m] * 1e3:.2f} ms/step" if m in step_s else "", _hours(w.steps[m] * step_s.get(m, math.nan))]
             for m in w.steps]
-    rows += [[f"train {m}, packed", f"{k} members", f"{w.packed[price]:,} packed steps (at most)",
+    rows += [[f"train {m}, packed x{k}", f"{w.packed_trainings[price]} in {w.packs[price]} pack(s)", f"{w.packed[price]:,} packed steps (at most)",
               f"{step_s[price] * 1e3:.2f} ms/packed step" if price in step_s else "", _hours(w.packed[price] * step_s.get(price, math.nan))]
              for price in w.packed for _, m, k in [price.split(":")]]
     attacked = w.attacked

@@ -103,8 +103,8 @@ def train_pack(w: Context, task: PackTask) -> int:
             with entry_lock(path):
                 save_checkpoint(path, result.state, info)
             on = "" if not t.statics else f" ({t.trained_on})"
-            log.info(f"trained {t.model} on {t.dataset}{on} seed {t.seed}, packed with {len(todo) - 1} other(s): "
-                     f"val balanced accuracy {info['val_balanced_accuracy']:.3f}")
+            log.info(f"trained {t.model} on {t.dataset}{on} seed {t.seed}, packed ({len(todo)} training(s), {len(members)} "
+                     f"members): val balanced accuracy {info['val_balanced_accuracy']:.3f}")
         drop_state(state_path)
     w.trainings += len(todo)
     return len(todo)

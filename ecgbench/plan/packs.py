@@ -1,12 +1,14 @@
 """Packing the plan (issue 19): trainings of one architecture become one packed task on the GPU.
 
 One small CNN fills a sliver of a GPU; K trainings of one model class with the same settings and other
-data (seeds, static sets, the paper's defence) trained as one model of K members (`engine.pack`) give
-each kernel K times the work. The plan groups the training tasks of one model on one dataset that need
-the same kind of input: the clean trainings together, the trainings on static sets together (these
-need the static sets, which need a clean training, so the two never wait on each other). A group of
-two or more becomes a `PackTask` of at most `MAX_MEMBERS` members (folds count: a training of F folds
-is F members); each member's own `TrainTask` then waits for the pack and loads its checkpoint.
+data (folds, seeds, static sets) trained as one model of K members (`engine.pack`) give each kernel K
+times the work. The plan groups the training tasks of one model on one dataset that train on the same
+number of static sets: the clean trainings together, those on one attack's static set together (they
+need the static sets, which need a clean training, so the groups never wait on each other), the
+paper's defence (every static set: an epoch many times longer) apart, since a pack steps as long as
+its longest member. A group of two or more members (folds count: a training of F folds is F members)
+becomes a `PackTask` of at most `MAX_MEMBERS` members; each member's own `TrainTask` then waits for
+the pack and loads its checkpoint.
 
 `--pack auto` (the default) packs on CUDA only: on the CPU packing measured no gain (0.5-1.0x) and the
 CPU's checkpoints stay bit-identical to what they were. `--pack on` packs anywhere, `off` never. A
@@ -44,10 +46,10 @@ def pack_trainings(tasks: dict[str, Task], cfg: RunConfig, reg: Registry, folds:
     elsewhere (`ecgbench evaluate`: nothing to train).
     """
     outside = {m.name for m in cfg.outside}
-    groups: dict[tuple[str, str, bool], list[TrainTask]] = {}
+    groups: dict[tuple[str, str, int], list[TrainTask]] = {}
     for task in tasks.values():
         if task.kind == "train" and task.error is None and task.model not in outside:
-            groups.setdefault((task.dataset, task.model, bool(task.statics)), []).append(task)
+            groups.setdefault((task.dataset, task.model, len(task.statics)), []).append(task)
     alone: dict[str, str] = {}
     packs: list[PackTask] = []
     for (_, model, _), members in groups.items():
@@ -58,7 +60,7 @@ def pack_trainings(tasks: dict[str, Task], cfg: RunConfig, reg: Registry, folds:
         per = max(1, MAX_MEMBERS // max(folds, 1))
         for i in range(0, len(members), per):
             chunk = tuple(members[i:i + per])
-            if len(chunk) > 1:
+            if len(chunk) * max(folds, 1) > 1:
                 packs.append(PackTask("pack-" + cache_key("pack", [m.key for m in chunk]), chunk))
     for model, why in alone.items():
         log.info(f"{model} trains alone, not packed: {why}")
