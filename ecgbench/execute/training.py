@@ -68,29 +68,27 @@ def train_pack(w: Context, task: PackTask) -> int:
     Each member is its training's folds (`fold_members`), its static sets made first; what `fit` keeps of
     them (`best_of_folds`) is saved. The pack's running state is saved beside its own cache entry, and a
     later invocation continues it if the same members are still to train (otherwise it starts afresh)."""
-    todo = [m for m in task.members if verified(read_checkpoint, checkpoint_path(w.cfg.cache, m.model, m.key)) is None]
-    if not todo:
-        return 0
-    ctx = w.catalog.data(task.dataset, todo[0].seed)
-    cls = w.reg.get("models", task.model)
-    p = w.cfg.profile
-    members, owner = [], []
-    for i, t in enumerate(todo):
-        c, statics = w.catalog.data(t.dataset, t.seed), [w.static_set(s) for s in t.statics]
-        s = c.splits
-        members += fold_members(s.train, s.folds, t.seed,
-                                Beats.concat([st["train"] for st in statics]) if statics else None,
-                                np.concatenate([st["source"] for st in statics]) if statics else None)
-        owner += [i] * len(s.folds)
     state_path = checkpoint_path(w.cfg.cache, task.model, task.key)  # its running state lives beside it
-    keys = [t.key for t in todo]
-    base = checkpoints(w, state_path, f"the packed training of {len(todo)} {task.model} models on {task.dataset}")
+    with entry_lock(state_path):  # another run packing the same trainings waits, then finds them done
+        todo = [m for m in task.members if verified(read_checkpoint, checkpoint_path(w.cfg.cache, m.model, m.key)) is None]
+        if not todo:
+            return 0
+        cls, p = w.reg.get("models", task.model), w.cfg.profile
+        members, owner = [], []
+        for i, t in enumerate(todo):
+            s, statics = w.catalog.data(t.dataset, t.seed).splits, [w.static_set(st) for st in t.statics]
+            members += fold_members(s.train, s.folds, t.seed,
+                                    Beats.concat([st["train"] for st in statics]) if statics else None,
+                                    np.concatenate([st["source"] for st in statics]) if statics else None)
+            owner += [i] * len(s.folds)
+        keys = [t.key for t in todo]
+        base = checkpoints(w, state_path, f"the packed training of {len(todo)} {task.model} models on {task.dataset}")
 
-    def load() -> dict | None:  # a state saved for other members (the cache changed since) is not continued
-        state = base.load()
-        return state if state is not None and state.get("members") == keys else None
+        def load() -> dict | None:  # a state saved for other members (the cache changed since) is not continued
+            state = base.load()
+            return state if state is not None and state.get("members") == keys else None
 
-    with entry_lock(state_path):
+        ctx = w.catalog.data(task.dataset, todo[0].seed)
         torch.manual_seed(p.seed)
         results = fit_packed(cls, ctx.n_classes, ctx.dataset.window, members, epochs=p.epochs, batch_size=p.batch_size,
                              smote_target=p.smote_target, device=w.device, patience=p.patience,
