@@ -445,11 +445,8 @@ def section_pack(t: Table, args: argparse.Namespace, budget: Budget) -> None:
     """Member steps/s of K packed members (one vmap'd step on K batches of `--batch` beats) of each model that packs
     (Kachuee, Shaker), against one plain model's steps/s as `fit` trains it (accelerated, eager): issue 19's target
     is K=40 at 20x or more."""
-    import torch
-
-    from ecgbench.engine.accel import sync
-    from ecgbench.engine.pack import Pack
-    from ecgbench.engine.train import build, measure_step
+    from ecgbench.engine.pack import measure_packed_step
+    from ecgbench.engine.train import measure_step
 
     for name in ("kachuee", "shaker"):
         cls = load(entry_points("models")[name])
@@ -464,21 +461,9 @@ def section_pack(t: Table, args: argparse.Namespace, budget: Budget) -> None:
                 t.add("pack", f"{name} K={k} packed", None, note="skipped: budget spent")
                 continue
             try:
-                pack = Pack([build(cls, 4, 280, seed).to(args.device) for seed in range(k)]).train()
-                opt = pack.optimizer()
-                x = torch.rand(k, args.batch, 1, 280, device=args.device)
-                y = torch.arange(k * args.batch, device=args.device).view(k, args.batch) % 4
-                for _ in range(args.warmup):
-                    pack.step(x, y, opt)
-                sync(args.device)
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    pack.step(x, y, opt)
-                sync(args.device)
-                rate = k * args.steps / (time.perf_counter() - t0)
+                rate = k / measure_packed_step(cls, 4, 280, args.batch, args.device, k, steps=args.steps, warmup=args.warmup)
                 t.add("pack", f"{name} K={k} packed", rate, "member steps/s",
                       f"batch {args.batch} each, {args.steps} steps" + (f"; {rate / single:.1f}x alone" if single else ""))
-                del pack, opt
             except Exception as exc:  # noqa: BLE001 - one K that fails is a row saying why
                 t.add("pack", f"{name} K={k} packed", None, note=_error(exc))
 

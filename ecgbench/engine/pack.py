@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ecgbench.contracts.base import Beats
 from ecgbench.engine.accel import sync
 from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
-from ecgbench.engine.train import FitResult, balanced_accuracy, build, fold_split, predict, training_set
+from ecgbench.engine.train import FitResult, balanced_accuracy, build, check_patience, fold_split, predict, training_set
 
 __all__ = ["Pack", "PackedAdam", "Member", "why_not_packed", "fit_packed", "fold_members", "best_of_folds",
            "measure_packed_step"]
@@ -198,8 +198,7 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
     why = why_not_packed(model_cls)
     if why is not None:
         raise ValueError(f"cannot pack: {why}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+    check_patience(patience)
     device = torch.device(device)
     nets = [build(model_cls, n_classes, window, m.seed).to(device) for m in members]
     data = [training_set(net, m.train, m.attacked, smote_target, m.seed) for net, m in zip(nets, members)]

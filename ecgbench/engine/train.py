@@ -28,7 +28,7 @@ from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
 from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.contracts.base import Beats, PluginError
 
-__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set", "fold_split",
+__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set", "fold_split", "check_patience",
            "measure_step", "FitResult"]
 
 
@@ -113,6 +113,12 @@ def training_set(model: nn.Module, train: Beats, attacked: Beats | None, smote_t
     return train
 
 
+def check_patience(patience: int | None) -> None:
+    """Early stopping's patience is None or a positive number of epochs; anything else is one line."""
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+
+
 def fold_split(train: Beats, tr: np.ndarray, va: np.ndarray, attacked: Beats | None,
                attacked_source: np.ndarray | None) -> tuple[Beats, Beats, Beats | None]:
     """A fold's real training beats, its validation beats and the attacked copies that join its training side.
@@ -150,8 +156,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
     the epoch and batch reached, the curves and the best so far; the training set is rebuilt from
     its seed (SMOTE and models' own `augment` are seeded).
     """
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+    check_patience(patience)
     if cuda_graphs is None:
         cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", True)
     device = torch.device(device)
