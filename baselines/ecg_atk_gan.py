@@ -35,6 +35,8 @@ authors' Keras `src/model.py`, which has no training loop:
 - D step: eq. 4 on real E'x and on G(E'x) + lambda_atk eq. 1 + lambda_ary eq. 2 on real beats.
   G step: eq. 4's G side + lambda_mse eq. 3 + lambda_atk eq. 1 + lambda_ary eq. 2 on D(G(E'x)),
   as the reference code's combined model (loss weights 1, 10, 10) trains G through all three heads.
+  Written as `phase_loss` (D's loss, then G's on the updated D), which the harness steps alone or,
+  packed with other trainings of this class, under `vmap` on a GPU.
 - Ours: D's BatchNorm running statistics are updated on real beats only, since `forward` (the
   classifier that is attacked and scored) only ever sees real beats; fake batches still use
   their own batch statistics while training.
@@ -102,7 +104,7 @@ def gaussian_kernel(sigma: float = NOISE_SIGMA, truncate: float = 4.0) -> torch.
 
 def smooth_noise(n: int, length: int, kernel: torch.Tensor) -> torch.Tensor:
     """z: uniform [0, 1] floats (paper 3.2) smoothed by the Gaussian kernel (paper 2.1), [n, 1, length]."""
-    z = torch.rand(n, 1, length, device=kernel.device)
+    z = torch.rand(n, 1, length, device=kernel.device, dtype=kernel.dtype)
     r = kernel.shape[-1] // 2
     mode = "reflect" if length > r else "replicate"
     return F.conv1d(F.pad(z, (r, r), mode=mode), kernel)
@@ -238,34 +240,27 @@ class EcgAtkGan(Model):
         return self.generator(x, y)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """[opt_G, opt_D], both Adam with the paper's settings (3.2)."""
-        return [torch.optim.Adam(m.parameters(), lr=self.lr, betas=self.betas) for m in (self.generator, self.discriminator)]
+        """[opt_D, opt_G], both Adam with the paper's settings (3.2), in the order they step (`phase_loss`)."""
+        return [torch.optim.Adam(m.parameters(), lr=self.lr, betas=self.betas) for m in (self.discriminator, self.generator)]
 
-    def training_step(self, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
-                      optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
-        """One D update, then one G update (alternating LSGAN, eq. 5); returns D's plus G's loss, detached, on the device."""
-        opt_g, opt_d = optimizers
+    def phase_loss(self, phase: int, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
+                   carry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 5 as alternating LSGAN steps: phase 0 is D's loss, phase 1 G's on the D that phase 0 updated.
+
+        The harness steps opt_D on phase 0's loss before asking for phase 1, and each phase's gradient reaches
+        its own net only. G's beats are drawn once, in phase 0, and carried to phase 1 (same z)."""
         d, flag = self.discriminator, attacked.long()
-        fake = self.generator(x, y)
-
-        h = d.features(x)
-        with _frozen_bn_stats(d):
-            h_fake = d.features(fake.detach())
-        loss_d = (loss_adv_d(d.real_fake(h, y), d.real_fake(h_fake, y))
-                  + LAMBDA_ATK * loss_atk(d.atk(h), flag) + LAMBDA_ARY * loss_ary(d.ary(h), y))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        d.requires_grad_(False)  # G's step moves G only; no gradients for D's weights
-        try:
+        if phase == 0:
+            fake = self.generator(x, y)
+            h = d.features(x)
             with _frozen_bn_stats(d):
-                h_fake = d.features(fake)
-            loss_g = (loss_adv_g(d.real_fake(h_fake, y)) + LAMBDA_MSE * loss_mse(fake, x, flag == 0)
-                      + LAMBDA_ATK * loss_atk(d.atk(h_fake), flag) + LAMBDA_ARY * loss_ary(d.ary(h_fake), y))
-        finally:
-            d.requires_grad_(True)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        return loss_d.detach() + loss_g.detach()
+                h_fake = d.features(fake.detach())
+            loss_d = (loss_adv_d(d.real_fake(h, y), d.real_fake(h_fake, y))
+                      + LAMBDA_ATK * loss_atk(d.atk(h), flag) + LAMBDA_ARY * loss_ary(d.ary(h), y))
+            return loss_d, {"fake": fake}
+        fake = carry["fake"]
+        with _frozen_bn_stats(d):
+            h_fake = d.features(fake)
+        loss_g = (loss_adv_g(d.real_fake(h_fake, y)) + LAMBDA_MSE * loss_mse(fake, x, flag == 0)
+                  + LAMBDA_ATK * loss_atk(d.atk(h_fake), flag) + LAMBDA_ARY * loss_ary(d.ary(h_fake), y))
+        return loss_g, {}

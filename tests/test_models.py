@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 
 from ecgbench.contracts import Beats
 from ecgbench.contracts.registry import registry
-from ecgbench.engine.train import build, classifier_step, default_optimizers, fit
+from ecgbench.engine.train import build, fit, training_hooks
 
 MODELS = registry.names("models")
 AUGMENTING = [n for n in MODELS if hasattr(registry.get("models", n), "augment")]
@@ -90,8 +89,7 @@ def test_training_steps_lower_loss_on_real_beats(name: str, _real_beats: Beats) 
     model = build(_model_cls(name), 4, 280, seed=0)
     beats = _per_class(_real_beats, 16)
     x, y = torch.as_tensor(beats.x)[:, None], torch.as_tensor(beats.y)
-    optimizers = model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
-    step = getattr(model, "training_step", None) or partial(classifier_step, model)
+    optimizers, step = training_hooks(model)
     before = _train_mode_loss(model, x, y)
     for _ in range(5):
         loss = step(x, y, torch.zeros_like(y), optimizers)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ecgbench.contracts.registry import registry
 from ecgbench.engine.pack import Pack, why_not_packed
+from ecgbench.engine.train import classifier_step, training_hooks
 
 K, BATCH, STEPS = 3, 16, 3
 
@@ -63,40 +63,51 @@ def _without_dropout(m: nn.Module) -> nn.Module:
     return m
 
 
-def _separate_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    opt.zero_grad()
-    F.cross_entropy(m(x), y).backward()
-    opt.step()
-
-
 def _packable() -> list:
     models = [pytest.param(registry.get("models", n), id=n) for n in registry.names("models")
               if why_not_packed(registry.get("models", n)) is None]
     return models + [pytest.param(BnNet, id="third-party-bn-dropout")]
 
 
+class OwnStep(BnNet):
+    def training_step(self, x, y, attacked, optimizers):
+        return classifier_step(self, x, y, attacked, optimizers)
+
+
+class OwnOptimiser(BnNet):
+    def configure_optimizers(self):
+        return [torch.optim.RMSprop(self.parameters())]
+
+
 def test_each_registered_model_packs_or_says_why():
-    reasons = {n: why_not_packed(registry.get("models", n)) for n in registry.names("models")}
-    assert reasons["kachuee"] is None and reasons["shaker"] is None  # Shaker's DCGAN balances the data, not the step
-    for name in ("acharya", "ecg-atk-gan"):
-        assert reasons[name] and "brings its own" in reasons[name], name
+    """Every registered model packs: Kachuee and Shaker with the harness's step (Shaker's DCGAN balances the data, not
+    the step), ECG-ATK-GAN through its `phase_loss` (two Adams), Acharya with its SGD on batches of 10. A whole
+    `training_step`, an optimiser without a packed form, or `packable = False` trains alone, said in one line."""
+    for name in ("kachuee", "shaker", "acharya", "ecg-atk-gan"):
+        assert why_not_packed(registry.get("models", name)) is None, name
+    assert why_not_packed(OwnStep) == "OwnStep brings its own training_step, which the packed step cannot vmap (a phase_loss would pack)"
+    assert why_not_packed(OwnOptimiser).startswith("OwnOptimiser: its optimiser RMSprop has no packed form")
     assert "opts out" in why_not_packed(type("Alone", (BnNet,), {"packable": False}))
 
 
 @pytest.mark.parametrize("cls", _packable())
 def test_packed_members_match_separate_trainings(cls, batches):
-    """Same start: the same logits, the same first gradients, and after STEPS Adam steps (the members' own lr and
-    betas) the same parameters and BatchNorm statistics; each member's state loads into the plain model.
+    """Same start: the same logits, the same first gradients, the same step losses, and after STEPS steps of the
+    model's own optimisers and step (ECG-ATK-GAN: D then G through `phase_loss`, with attacked flags; Acharya: SGD
+    with momentum) the same parameters and BatchNorm statistics; each member's state loads into the plain model.
+    Random draws (the GAN's noise z) come from the global generator in the same order both ways.
 
     In float64: the algorithm is what is compared. In float32 the two sum in different orders, and where a true
     gradient is 0 (a bias before BatchNorm) the rounding noise exceeds Adam's eps, which turns it into a full
     step of either sign: float32 runs drift apart by design, as any two runs on different kernels do."""
     x, y = (batches[0].double(), batches[1])
+    flag = (torch.arange(y.numel()) % 2).view_as(y) if getattr(cls, "wants_attacked", False) else torch.zeros_like(y)
     members = [_without_dropout(m).double() for m in _members(cls)]
     alone = [copy.deepcopy(m).train() for m in members]
     pack = Pack(members).train()
-    opts = [torch.optim.Adam(m.parameters(), lr=getattr(m, "lr", 1e-3), betas=getattr(m, "betas", (0.9, 0.999))) for m in alone]
-    opt = pack.optimizer()
+    hooks = [training_hooks(m) for m in alone]
+    opts = pack.optimizers()
+    assert [type(o).__name__ for o in opts] == ["Packed" + type(o).__name__ for o in hooks[0][0]]
     tight = {"rtol": 1e-7, "atol": 1e-10}
     with torch.no_grad():
         torch.testing.assert_close(pack.eval()(x[0]), torch.stack([m.eval()(x[0, i]) for i, m in enumerate(alone)]), **tight)
@@ -104,16 +115,19 @@ def test_packed_members_match_separate_trainings(cls, batches):
     for m in alone:
         m.train()
     for s in range(STEPS):
-        pack.step(x[s], y[s], opt)
-        for i, m in enumerate(alone):
-            _separate_step(m, opts[i], x[s, i], y[s, i])
+        torch.manual_seed(100 + s)
+        packed = pack.step(x[s], y[s], opts, attacked=flag[s])
+        torch.manual_seed(100 + s)
+        separate = torch.stack([torch.as_tensor(step(x[s, i], y[s, i], flag[s, i], o)) for i, (o, step) in enumerate(hooks)])
+        torch.testing.assert_close(packed, separate, **tight)
         if s == 0:
             for name, p in pack.params.items():
                 torch.testing.assert_close(p.grad, torch.stack([dict(m.named_parameters())[name].grad for m in alone]), **tight)
     for i, m in enumerate(alone):
         mine = pack.member_state(i)
+        assert set(mine) == set(m.state_dict())
         for name, value in m.state_dict().items():
-            torch.testing.assert_close(mine[name], value, rtol=1e-6, atol=1e-9, msg=f"member {i}: {name}")
+            torch.testing.assert_close(mine[name], value, rtol=1e-6, atol=1e-8, msg=f"member {i}: {name}")
         plain = cls(4, 280).double()
         plain.load_state_dict(mine)
         with torch.no_grad():
@@ -121,33 +135,48 @@ def test_packed_members_match_separate_trainings(cls, batches):
         pack.train()
 
 
-def test_a_stopped_member_does_not_move_while_the_others_train(batches):
-    """Member 1 stops after the first step: its parameters, Adam moments and step count and its BatchNorm statistics
-    stay exactly as they were (masking only the gradient would not do: Adam's momentum moves it), the others move on."""
+@pytest.mark.parametrize("cls", [BnNet, registry.get("models", "acharya"), registry.get("models", "ecg-atk-gan")],
+                         ids=["adam", "sgd-momentum", "two-adams-phased"])
+def test_a_stopped_member_does_not_move_while_the_others_train(cls, batches):
+    """Member 1 stops after the first step: its parameters, optimiser state (Adam's moments, SGD's momentum) and step
+    counts and its BatchNorm statistics stay exactly as they were (masking only the gradient would not do: momentum
+    moves it), the others move on."""
     x, y = batches
-    pack = Pack(_members(BnNet)).train()
-    opt = pack.optimizer()
-    pack.step(x[0], y[0], opt)
+    pack = Pack(_members(cls)).train()
+    opts = pack.optimizers()
+    flag = (torch.arange(y.numel()) % 2).view_as(y)
+    pack.step(x[0], y[0], opts, attacked=flag[0])
     before, others = pack.member_state(1), pack.member_state(0)
-    moments = {n: (opt.m[n][1].clone(), opt.v[n][1].clone()) for n in pack.params}
+    states = [{k: v[1].clone() for k, v in _tensors(o).items()} for o in opts]
     active = torch.tensor([True, False, True])
     for s in (1, 2):
-        losses = pack.step(x[s], y[s], opt, active)
+        losses = pack.step(x[s], y[s], opts, active, attacked=flag[s])
         assert losses.shape == (K,) and torch.isfinite(losses).all()
     after = pack.member_state(1)
     assert all(torch.equal(after[n], before[n]) for n in before)
-    assert all(torch.equal(opt.m[n][1], m) and torch.equal(opt.v[n][1], v) for n, (m, v) in moments.items())
-    assert opt.t.tolist() == [3, 1, 3]
+    for o, kept in zip(opts, states):
+        assert all(torch.equal(_tensors(o)[k][1], v) for k, v in kept.items())
+        assert o.t.tolist() == [3, 1, 3]
     assert any(not torch.equal(pack.member_state(0)[n], others[n]) for n in others)
 
 
-def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(data_dir, cache_dir):
-    """Three Kachuee members (seeds 0-2, each its own split of real beats, one with a training set of another size,
-    so epochs end in batches of different sizes) trained as one pack for 4 epochs with patience 1: each member's
-    first epoch loss equals `fit`'s on the same fold and seed to 1e-4, its best validation score is within 0.1
-    (float32 runs on other kernels drift apart, and near chance a drift can move early stopping by an epoch),
-    its curve has one row per epoch it ran, and its checkpoint loads into the plain model. (A model with
-    dropout draws other masks packed than alone, so only a margin over a longer training could compare it.)"""
+def _tensors(opt) -> dict:
+    """A packed optimiser's per-member state by name (each [K, ...])."""
+    state = {f"{part}.{n}": v for part in ("m", "v", "buf") for n, v in getattr(opt, part, {}).items()}
+    return {**state, "t": opt.t}
+
+
+@pytest.mark.parametrize("name, caps, epochs, loss_margin", [("kachuee", (150, 150, 110), 4, 1e-4),
+                                                           ("acharya", (150, 150, 110), 2, 1e-4),
+                                                           ("ecg-atk-gan", (40, 40, 30), 2, 0.02)])
+def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(name, caps, epochs, loss_margin, data_dir, cache_dir):
+    """Three members (seeds 0-2, each its own split of real beats, one with a training set of another size, so
+    epochs end in batches of different sizes) trained as one pack with patience 1: each member's first-epoch loss
+    equals `fit`'s on the same fold and seed (Kachuee, Acharya on its batches of 10 with SGD: to 1e-4; ECG-ATK-GAN:
+    to 2% of the loss, since its noise z and dropout masks are drawn in another order packed than in three fits one
+    after another), its best validation score is within 0.1 (float32 runs on other kernels drift apart, and near
+    chance a drift can move early stopping by an epoch; not asked of the GAN, at chance after 2 epochs on so few
+    beats), its curve has one row per epoch it ran, and its checkpoint loads into the plain model."""
     from ecgbench.contracts.splits import stratified_split
     from ecgbench.data.beats import cap_per_class
     from ecgbench.data.catalog import load_beats
@@ -156,19 +185,21 @@ def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(data_dir, cache_
     from ecgbench.plugins.datasets.mitbih import MitBih
 
     beats, _, _ = load_beats(MitBih(data_dir, records=["208", "209", "213", "232"]), cache_dir)
-    cls = registry.get("models", "kachuee")
+    cls = registry.get("models", name)
     members, folds = [], []
-    for seed, cap in ((0, 150), (1, 150), (2, 110)):
-        real = cap_per_class(beats, cap, seed)
+    for seed, c in enumerate(caps):
+        real = cap_per_class(beats, c, seed)
         tr, va = stratified_split(real.y, 0.2, seed)
         members.append(Member(real.take(tr), real.take(va), seed))
         folds.append((real, tr, va))
-    kw = {"epochs": 4, "batch_size": 64, "smote_target": 150, "device": "cpu", "patience": 1}
+    kw = {"epochs": epochs, "batch_size": 64, "smote_target": caps[0], "device": "cpu", "patience": 1}
     packed = fit_packed(cls, 4, 280, members, **kw)
     for m, (real, tr, va), got in zip(members, folds, packed):
         alone = fit(cls, 4, 280, real, [(tr, va)], seed=m.seed, progress=False, **kw)
-        assert got.info["curve"][0]["loss"] == pytest.approx(alone.info["curve"][0]["loss"], abs=1e-4)
-        assert abs(got.info["val_balanced_accuracy"] - alone.info["val_balanced_accuracy"]) <= 0.1, (m.seed, got.info, alone.info)
+        first, twin = got.info["curve"][0]["loss"], alone.info["curve"][0]["loss"]
+        assert first == pytest.approx(twin, abs=loss_margin) if loss_margin < 1e-3 else first == pytest.approx(twin, rel=loss_margin)
+        if name != "ecg-atk-gan":
+            assert abs(got.info["val_balanced_accuracy"] - alone.info["val_balanced_accuracy"]) <= 0.1, (m.seed, got.info, alone.info)
         assert [r["epoch"] for r in got.info["curve"]] == list(range(1, got.info["epochs_run"] + 1))
         assert got.info["n_train"] == alone.info["n_train"] and got.info["packed"] == 3
         plain = cls(4, 280)
@@ -178,5 +209,5 @@ def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(data_dir, cache_
 def test_a_model_that_cannot_pack_is_refused_in_one_line():
     from ecgbench.engine.pack import fit_packed
 
-    with pytest.raises(ValueError, match="cannot pack: EcgAtkGan brings its own training_step"):
-        fit_packed(registry.get("models", "ecg-atk-gan"), 4, 280, [], epochs=1, batch_size=8, smote_target=8, device="cpu")
+    with pytest.raises(ValueError, match="cannot pack: OwnStep brings its own training_step"):
+        fit_packed(OwnStep, 4, 280, [], epochs=1, batch_size=8, smote_target=8, device="cpu")

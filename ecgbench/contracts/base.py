@@ -112,8 +112,11 @@ class Model(nn.Module):
     `forward` maps beats [batch, 1, window] in the dataset's value range to class logits, so ART
     and foolbox attack every model the same way. The harness reads the class attributes below with
     getattr, so a bare nn.Module with that constructor works too. Optional hooks, called if present:
-    `configure_optimizers() -> list[Optimizer]`, `training_step(x, y, attacked, optimizers) -> float`
-    (one optimisation step on a batch; the GAN brings its own), `augment(train, seed) -> Beats`
+    `configure_optimizers() -> list[Optimizer]`; `phase_loss(phase, x, y, attacked, carry) -> (loss, carry)`
+    (the loss optimiser `phase` minimises, from the weights the earlier phases left; `carry` hands tensors on
+    to the next phase: the GAN's D then G), which the harness steps and can train packed on a GPU;
+    `training_step(x, y, attacked, optimizers) -> float` (one whole optimisation step on a batch, for
+    what `phase_loss` cannot say; such a model trains alone); `augment(train, seed) -> Beats`
     (a model that synthesises its own minority beats instead of SMOTE), `detect(x) -> [batch, 2]`
     logits clean/attacked (an attack detector: scored, and attacked in `adaptive-detect`), and
     `generate(x, y) -> beats` (a generator: its beats are compared with the clean ones by `similarity`,
@@ -125,6 +128,7 @@ class Model(nn.Module):
     wants_attacked: ClassVar[bool] = False  # True: also train on attacked beats with flags (paper 3.1)
     oversample: ClassVar[str | None] = "smote"  # None: the model balances classes itself
     packable: ClassVar[bool] = True  # False: never trained packed with other members of its class (engine.pack)
+    batch_size: ClassVar[int | None] = None  # the model's own paper's batch (Acharya: 10); None: the run's (128, paper 3.2)
 
     def __init__(self, n_classes: int, window: int) -> None:
         super().__init__()
@@ -206,7 +210,8 @@ class Defence:
     One configured defence per defended model class: `step(model, x, y, optimizers)` replaces the standard
     cross-entropy step with the defence's (the model's own optimisers, the same batches, folds and seeds),
     and returns the batch loss, detached. `defaults` are its parameters (a profile's `defence_params` may
-    override them), recorded in every cell trained with it and hashed into the keys. A model that brings its own `training_step` (a GAN) cannot be combined.
+    override them), recorded in every cell trained with it and hashed into the keys. A model that brings its own
+    `training_step` or `phase_loss` (a GAN) cannot be combined.
     """
 
     name: ClassVar[str] = ""

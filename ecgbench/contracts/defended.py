@@ -34,8 +34,9 @@ def defended(model_cls: type, defence_cls: type, name: str, params: dict[str, An
     parameters in effect, which the keys hash and every cell records.
     """
     from ecgbench.contracts.base import PluginError  # here: listing plugins must not import torch
-    if hasattr(model_cls, "training_step"):
-        raise PluginError(f"model {name!r}: {model_cls.__name__} brings its own training step (training_step), so "
+    own = next((hook for hook in ("training_step", "phase_loss") if hasattr(model_cls, hook)), None)
+    if own is not None:
+        raise PluginError(f"model {name!r}: {model_cls.__name__} brings its own training step ({own}), so "
                           f"defence {defence_cls.name!r} cannot change how it trains")
     defence = defence_cls(**as_defaults(defence_cls.defaults, params or {}))
 

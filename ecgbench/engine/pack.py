@@ -8,17 +8,22 @@ code. BatchNorm keeps per-member running statistics (stacked buffers, updated in
 dropout draws per member (`randomness="different"`).
 
 What a member is owed, as if it trained alone: its own beats and order (the caller's batches, one per
-member), its own Adam state (Adam is elementwise: `PackedAdam` over the stacked parameters is K Adams), and
-when it stops early, no change at all: `PackedAdam` masks the update, not only the gradient (Adam's
-momentum would move a parameter whose gradient is zero), keeps a step count per member, and `step` puts back
-the member's BatchNorm statistics. `member_state(i)` is a plain state_dict, loadable by the plain model, as a separate training's.
+member), its own optimiser state (Adam and SGD are elementwise: `PackedAdam` / `PackedSGD` over the stacked
+parameters are K optimisers), and when it stops early, no change at all: they mask the update, not only the
+gradient (momentum would move a parameter whose gradient is zero), keep a step count per member, and `step`
+puts back the member's BatchNorm statistics.
+
+Custom steps pack when a model states them as losses (`phase_loss`, see `train.phased_step`): each phase's
+loss is vmapped over the members' weights, its gradient taken for the phase's own optimiser, and stepped
+before the next phase runs, so ECG-ATK-GAN's D-then-G step, its two Adams and its frozen BatchNorm
+statistics on fake beats pack as they run alone; Acharya's SGD with batches of 10 packs as SGD on [K, 10]. `member_state(i)` is a plain state_dict, loadable by the plain model, as a separate training's.
 
 `fit_packed` trains K members as `fit` trains one fold each (same build seed, training set, batch order,
 validation and early stopping per member) and returns one `FitResult` per member; `fold_members` makes the
 members of one `fit` (its folds) and `best_of_folds` keeps what `fit` keeps, so the plan packs whole trainings
 (`ecgbench.plan.packs`). A packed training saves its state at epoch ends and continues it, bit for bit on the
-CPU, as `fit` does. A model class packs unless it brings its own step or optimisers, or sets
-`packable = False`; `why_not_packed` says why in one line.
+CPU, as `fit` does. A model class packs unless it brings a whole `training_step`, an optimiser other than
+Adam or SGD with momentum, or sets `packable = False`; `why_not_packed` says why in one line.
 """
 from __future__ import annotations
 
@@ -36,9 +41,10 @@ from torch.func import functional_call, stack_module_state, vmap
 from ecgbench.contracts.base import Beats
 from ecgbench.engine.accel import sync
 from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
-from ecgbench.engine.train import FitResult, balanced_accuracy, build, check_patience, fold_split, predict, training_set
+from ecgbench.engine.train import (FitResult, balanced_accuracy, batch_of, build, check_patience, default_optimizers, fold_split,
+                                   predict, training_set)
 
-__all__ = ["Pack", "PackedAdam", "Member", "why_not_packed", "fit_packed", "fold_members", "best_of_folds",
+__all__ = ["Pack", "PackedAdam", "PackedSGD", "packed_optimizers", "Member", "why_not_packed", "fit_packed", "fold_members", "best_of_folds",
            "measure_packed_step"]
 
 
@@ -48,47 +54,150 @@ def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class PackedAdam:
-    """Adam (Kingma & Ba 2015, as `torch.optim.Adam` computes it: no weight decay, no amsgrad) over stacked [K, ...]
-    parameters, with a step count per member and a mask: a member not stepped keeps its parameters, moments and
+    """Adam (Kingma & Ba 2015, as `torch.optim.Adam` computes it: no weight decay, no amsgrad) over the stacked [K, ...]
+    parameters `names`, with a step count per member and a mask: a member not stepped keeps its parameters, moments and
     count, so its bias correction is its own (one shared Adam would count every member's steps for all)."""
 
-    def __init__(self, params: dict[str, torch.Tensor], k: int, lr: float, betas: tuple[float, float], eps: float = 1e-8) -> None:
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        first = next(iter(params.values()))
+    def __init__(self, params: dict[str, torch.Tensor], names: list[str], k: int, lr: float,
+                 betas: tuple[float, float], eps: float = 1e-8) -> None:
+        self.params, self.names, self.lr, self.betas, self.eps = params, list(names), lr, betas, eps
+        first = params[self.names[0]]
         self.t = torch.zeros(k, dtype=first.dtype, device=first.device)
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
-
-    def zero_grad(self) -> None:
-        for p in self.params.values():
-            p.grad = None
+        self.m = {n: torch.zeros_like(params[n]) for n in self.names}
+        self.v = {n: torch.zeros_like(params[n]) for n in self.names}
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
+    def step(self, grads: dict[str, torch.Tensor | None], active: torch.Tensor) -> None:
         b1, b2 = self.betas
         t = torch.where(active, self.t + 1, self.t)
         step_size = self.lr / (1 - b1 ** t.clamp(min=1))
         bias2_sqrt = (1 - b2 ** t.clamp(min=1)).sqrt()
-        for n, p in self.params.items():
-            if p.grad is None:
+        for n in self.names:
+            p, g = self.params[n], grads.get(n)
+            if g is None:
                 continue
             on = _expand(active, p)
-            m = torch.where(on, self.m[n] * b1 + p.grad * (1 - b1), self.m[n])
-            v = torch.where(on, self.v[n] * b2 + p.grad * p.grad * (1 - b2), self.v[n])
+            m = torch.where(on, self.m[n] * b1 + g * (1 - b1), self.m[n])
+            v = torch.where(on, self.v[n] * b2 + g * g * (1 - b2), self.v[n])
             denom = v.sqrt() / _expand(bias2_sqrt, p) + self.eps
             p.copy_(torch.where(on, p - _expand(step_size, p) * m / denom, p))
             self.m[n], self.v[n] = m, v
         self.t = t
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"t": self.t.cpu().clone(), "m": _cpu(self.m), "v": _cpu(self.v)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.t.device
+        self.t = state["t"].to(device)
+        self.m = {n: v.to(device) for n, v in state["m"].items()}
+        self.v = {n: v.to(device) for n, v in state["v"].items()}
+
+
+class PackedSGD:
+    """SGD with momentum (as `torch.optim.SGD` computes it: no dampening, no Nesterov, no weight decay; the first step
+    takes the gradient as its momentum buffer) over the stacked parameters `names`, masked per member like `PackedAdam`."""
+
+    def __init__(self, params: dict[str, torch.Tensor], names: list[str], k: int, lr: float, momentum: float = 0.0) -> None:
+        self.params, self.names, self.lr, self.momentum = params, list(names), lr, momentum
+        first = params[self.names[0]]
+        self.t = torch.zeros(k, dtype=first.dtype, device=first.device)
+        self.buf = {n: torch.zeros_like(params[n]) for n in self.names}
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, torch.Tensor | None], active: torch.Tensor) -> None:
+        for n in self.names:
+            p, g = self.params[n], grads.get(n)
+            if g is None:
+                continue
+            on = _expand(active, p)
+            if self.momentum:  # torch's first step takes the gradient as the buffer: 0 * momentum + g
+                g = self.buf[n] * self.momentum + g
+                self.buf[n] = torch.where(on, g, self.buf[n])
+            p.copy_(torch.where(on, p - self.lr * g, p))
+        self.t = torch.where(active, self.t + 1, self.t)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"t": self.t.cpu().clone(), "buf": _cpu(self.buf)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.t.device
+        self.t = state["t"].to(device)
+        self.buf = {n: v.to(device) for n, v in state["buf"].items()}
+
+
+def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: v.detach().cpu().clone() for n, v in d.items()}
+
+
+def _settings(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimiser's settings, the same for every parameter group, or ValueError."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    if any(g != groups[0] for g in groups[1:]):
+        raise ValueError(f"{type(opt).__name__} has parameter groups with different settings")
+    return groups[0]
+
+
+def _packed_kind(opt: torch.optim.Optimizer) -> str:
+    """Which packed optimiser stands for `opt` ("adam" or "sgd"), or ValueError saying why none does."""
+    hp = _settings(opt)
+    plain = not hp.get("weight_decay") and not hp.get("maximize")
+    if type(opt) is torch.optim.Adam and plain and not hp.get("amsgrad"):
+        return "adam"
+    if type(opt) is torch.optim.SGD and plain and not hp.get("dampening") and not hp.get("nesterov"):
+        return "sgd"
+    raise ValueError(f"its optimiser {type(opt).__name__} has no packed form (Adam, or SGD with momentum only, "
+                     "without weight decay)")
+
+
+def _optimizers_of(model: nn.Module) -> list[torch.optim.Optimizer]:
+    return model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
+
+
+def packed_optimizers(model: nn.Module, params: dict[str, torch.Tensor], k: int) -> list[PackedAdam | PackedSGD]:
+    """The packed twins of `model`'s own optimisers, in its order, over the stacked `params` (named as the model names them)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: list[PackedAdam | PackedSGD] = []
+    for opt in _optimizers_of(model):
+        hp, mine = _settings(opt), [names[id(p)] for g in opt.param_groups for p in g["params"]]
+        if _packed_kind(opt) == "adam":
+            out.append(PackedAdam(params, mine, k, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"]))
+        else:
+            out.append(PackedSGD(params, mine, k, lr=hp["lr"], momentum=hp["momentum"]))
+    return out
+
 
 def why_not_packed(model_cls: type) -> str | None:
-    """Why a model class trains alone (one line), or None if its members can be packed."""
+    """Why a model class trains alone (one line), or None if its members can be packed.
+
+    A model packs if its step is the harness's (cross-entropy, or its own `phase_loss`) and its optimisers are
+    Adam or SGD with momentum; a whole `training_step` of its own cannot be vmapped."""
+    name = model_cls.__name__
     if getattr(model_cls, "packable", True) is False:
-        return f"{model_cls.__name__} opts out (packable = False)"
-    for hook in ("training_step", "configure_optimizers"):
-        if hasattr(model_cls, hook):
-            return f"{model_cls.__name__} brings its own {hook}, which the packed step cannot vmap"
+        return f"{name} opts out (packable = False)"
+    if hasattr(model_cls, "training_step"):
+        return f"{name} brings its own training_step, which the packed step cannot vmap (a phase_loss would pack)"
+    try:
+        with torch.device("meta"):  # the optimisers' kinds and settings, without allocating weights
+            model = model_cls(4, 280)
+        for opt in _optimizers_of(model):
+            _packed_kind(opt)
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built on the meta device trains alone
+        return f"{name} could not be built on the meta device to read its optimisers ({type(exc).__name__})"
     return None
+
+
+class _PhaseLoss(nn.Module):
+    """`model.phase_loss` as a forward, so `functional_call` (which calls forward) can run it on a member's weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> Any:
+        return self.model.phase_loss(*args)
 
 
 class Pack:
@@ -102,11 +211,11 @@ class Pack:
         if not members:
             raise ValueError("a pack needs at least one member")
         self.k = len(members)
+        self.keys = list(members[0].state_dict())  # what a member's checkpoint holds (no non-persistent buffers)
         self.base = copy.deepcopy(members[0]).to("meta")  # the architecture only: weights live in the stacks
+        self.phased = _PhaseLoss(self.base) if hasattr(self.base, "phase_loss") else None
         params, self.buffers = stack_module_state(members)
         self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-        self.lr = getattr(members[0], "lr", 1e-3)
-        self.betas = getattr(members[0], "betas", (0.9, 0.999))
 
     def train(self, mode: bool = True) -> "Pack":
         self.base.train(mode)
@@ -120,36 +229,55 @@ class Pack:
             return functional_call(self.base, (p, b), (xb,))
         return vmap(one, randomness="different")(self.params, self.buffers, x)
 
-    def optimizer(self) -> "PackedAdam":
-        """Adam with the members' own settings (the model's `lr` and `betas`), one step count per member."""
-        return PackedAdam(self.params, self.k, lr=self.lr, betas=self.betas)
+    def optimizers(self) -> list[PackedAdam | PackedSGD]:
+        """The members' own optimisers (`configure_optimizers`, else Adam with the model's `lr` and `betas`), packed:
+        one step count and state per member."""
+        return packed_optimizers(self.base, self.params, self.k)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, optimizer: "PackedAdam",
-             active: torch.Tensor | None = None) -> torch.Tensor:
-        """One cross-entropy step of every member on its own batch; returns the K batch losses, detached.
+    def _losses(self, phase: int, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
+                carry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Every member's loss of `phase` [K] and what it carries to the next phase ([K, ...] each)."""
+        if self.phased is None:
+            losses = F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            return losses, {}
 
-        The summed loss gives each member the gradient of its own mean loss. A member with `active` False
+        def one(p: dict, b: dict, xb: torch.Tensor, yb: torch.Tensor, ab: torch.Tensor, c: dict) -> Any:
+            weights = {f"model.{n}": v for n, v in {**p, **b}.items()}
+            return functional_call(self.phased, weights, (phase, xb, yb, ab, c))
+        return vmap(one, randomness="different")(self.params, self.buffers, x, y, attacked, carry)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, optimizers: list[PackedAdam | PackedSGD],
+             active: torch.Tensor | None = None, attacked: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of every member on its own batch, as the harness steps one model (`phased_step`: optimiser i on
+        the loss of phase i, in order; else cross-entropy); returns the K summed batch losses, detached.
+
+        Summing the members' losses gives each member the gradient of its own loss. A member with `active` False
         (stopped early, or without a batch of this size) leaves the step exactly as it entered it: parameters,
-        Adam state and step count, BatchNorm statistics.
+        optimiser state and step count, BatchNorm statistics.
         """
         active = torch.ones(self.k, dtype=torch.bool, device=x.device) if active is None else active.to(x.device, torch.bool)
+        attacked = torch.zeros_like(y) if attacked is None else attacked
         kept = None if bool(active.all()) else {n: b.clone() for n, b in self.buffers.items()}
-        logits = self(x)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
-        optimizer.zero_grad()
-        losses.sum().backward()
-        optimizer.step(active)
+        total, carry = None, {}
+        for phase, opt in enumerate(optimizers):
+            losses, carry = self._losses(phase, x, y, attacked, carry)
+            params = [self.params[n] for n in opt.names]
+            grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step(dict(zip(opt.names, grads)), active)
+            total = losses.detach() if total is None else total + losses.detach()
         if kept is not None:
             with torch.no_grad():
                 for n, b in self.buffers.items():
                     b.copy_(torch.where(_expand(active, b), b, kept[n]))
-        return losses.detach()
+        assert total is not None, "a packed step needs at least one optimiser"
+        return total
 
     def member_state(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's state_dict, as the plain model's `state_dict()` names it (loadable with `load_state_dict`)."""
-        state = {n: p.detach()[i].clone() for n, p in self.params.items()}
-        state.update({n: b[i].clone() for n, b in self.buffers.items()})
-        return state
+        stacks = {**self.params, **self.buffers}
+        return {n: stacks[n].detach()[i].clone() for n in self.keys}
 
 
 @dataclass
@@ -199,14 +327,16 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
     if why is not None:
         raise ValueError(f"cannot pack: {why}")
     check_patience(patience)
+    batch_size = batch_of(model_cls, batch_size)
     device = torch.device(device)
     nets = [build(model_cls, n_classes, window, m.seed).to(device) for m in members]
     data = [training_set(net, m.train, m.attacked, smote_target, m.seed) for net, m in zip(nets, members)]
     xs = [torch.as_tensor(d.x, dtype=torch.float32, device=device)[:, None] for d in data]
     ys = [torch.as_tensor(d.y, dtype=torch.long, device=device) for d in data]
+    flags = [torch.as_tensor(d.attacked, dtype=torch.long, device=device) for d in data]
     gens = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
     pack, judge = Pack(nets).train(), nets[0]
-    opt, k = pack.optimizer(), len(members)
+    opts, k = pack.optimizers(), len(members)
     run: dict[str, Any] = {"epoch": 0, "training": [True] * k, "best": [None] * k, "since": [0] * k,
                            "curves": [[] for _ in range(k)], "epoch_seconds": [], "seconds": 0.0}
     saved = checkpoints.load() if checkpoints is not None else None
@@ -214,7 +344,7 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
         if saved.get("packed") != k:
             raise ValueError(f"a saved packed training of {saved.get('packed')} members cannot continue one of {k}")
         run = saved["run"]
-        _restore(pack, opt, gens, saved)
+        _restore(pack, opts, gens, saved)
     start, saved_at, unsaved = time.perf_counter() - run["seconds"], time.perf_counter(), 0
     for epoch in range(run["epoch"], epochs):
         if not any(run["training"]):
@@ -223,7 +353,7 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
         pack.train()
         batches = [torch.randperm(len(ys[i]), generator=gens[i]).to(device).split(batch_size) if run["training"][i] else ()
                    for i in range(k)]
-        losses = _epoch(pack, opt, xs, ys, batches)
+        losses = _epoch(pack, opts, xs, ys, flags, batches)
         run["epoch_seconds"].append(time.perf_counter() - t0)
         for i in (i for i in range(k) if run["training"][i]):
             judge.load_state_dict(pack.member_state(i))
@@ -248,7 +378,7 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
             out_of_time = deadline is not None and not deadline.allows(2 * run["epoch_seconds"][-1])
             if out_of_time or unsaved >= checkpoints.epochs or time.perf_counter() - saved_at >= checkpoints.seconds:
                 run["seconds"] = time.perf_counter() - start
-                checkpoints.save(_state(pack, opt, gens, run))
+                checkpoints.save(_state(pack, opts, gens, run))
                 saved_at, unsaved = time.perf_counter(), 0
                 if out_of_time:
                     raise OutOfTime(f"packed training of {k} stopped after epoch {run['epoch']}: time limit")
@@ -264,24 +394,21 @@ def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Membe
     return results
 
 
-def _state(pack: Pack, opt: PackedAdam, gens: list[torch.Generator], run: dict[str, Any]) -> dict[str, Any]:
+def _state(pack: Pack, opts: list[PackedAdam | PackedSGD], gens: list[torch.Generator], run: dict[str, Any]) -> dict[str, Any]:
     """Everything a packed training continues from: plain tensors, numbers and lists (loads with weights_only)."""
-    cpu = lambda d: {n: v.detach().cpu().clone() for n, v in d.items()}  # noqa: E731
-    return {"packed": pack.k, "params": cpu(pack.params), "buffers": cpu(pack.buffers),
-            "adam": {"t": opt.t.cpu().clone(), "m": cpu(opt.m), "v": cpu(opt.v)},
+    return {"packed": pack.k, "params": _cpu(pack.params), "buffers": _cpu(pack.buffers),
+            "optimizers": [o.state_dict() for o in opts],
             "gens": [g.get_state() for g in gens], "rng": rng_state(), "run": run}
 
 
-def _restore(pack: Pack, opt: PackedAdam, gens: list[torch.Generator], saved: dict[str, Any]) -> None:
+def _restore(pack: Pack, opts: list[PackedAdam | PackedSGD], gens: list[torch.Generator], saved: dict[str, Any]) -> None:
     with torch.no_grad():
         for n, p in pack.params.items():
             p.copy_(saved["params"][n])
         for n, b in pack.buffers.items():
             b.copy_(saved["buffers"][n])
-    device = opt.t.device
-    opt.t = saved["adam"]["t"].to(device)
-    opt.m = {n: v.to(device) for n, v in saved["adam"]["m"].items()}
-    opt.v = {n: v.to(device) for n, v in saved["adam"]["v"].items()}
+    for opt, state in zip(opts, saved["optimizers"], strict=True):
+        opt.load_state_dict(state)
     for g, state in zip(gens, saved["gens"]):
         g.set_state(state)
     set_rng_state(saved["rng"])
@@ -291,23 +418,25 @@ def measure_packed_step(model_cls: type, n_classes: int, window: int, batch_size
                         k: int, steps: int = 3, warmup: int = 2, seed: int = 0) -> float:
     """Seconds per packed step of `k` members (each on its own batch of `batch_size` random beats): the dry run's price."""
     device = torch.device(device)
+    batch_size = batch_of(model_cls, batch_size)
     pack = Pack([build(model_cls, n_classes, window, seed + i).to(device) for i in range(k)]).train()
-    opt = pack.optimizer()
+    opts = pack.optimizers()
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(k, batch_size, 1, window, generator=gen).to(device)
     y = (torch.arange(k * batch_size) % n_classes).view(k, batch_size).to(device)
+    flag = (y % 2 if getattr(model_cls, "wants_attacked", False) else torch.zeros_like(y)).to(device)
     for _ in range(warmup):
-        pack.step(x, y, opt)
+        pack.step(x, y, opts, attacked=flag)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        pack.step(x, y, opt)
+        pack.step(x, y, opts, attacked=flag)
     sync(device)
     return (time.perf_counter() - t0) / max(steps, 1)
 
 
-def _epoch(pack: Pack, opt: PackedAdam, xs: list[torch.Tensor], ys: list[torch.Tensor],
-           batches: list[tuple]) -> list[list[float]]:
+def _epoch(pack: Pack, opts: list[PackedAdam | PackedSGD], xs: list[torch.Tensor], ys: list[torch.Tensor],
+           flags: list[torch.Tensor], batches: list[tuple]) -> list[list[float]]:
     """One epoch of packed steps over each member's batches; each member's step losses."""
     k = len(xs)
     losses: list[list[float]] = [[] for _ in range(k)]
@@ -317,7 +446,7 @@ def _epoch(pack: Pack, opt: PackedAdam, xs: list[torch.Tensor], ys: list[torch.T
             # a member without a batch of this size steps on stand-in beats, and `step` undoes what that did
             idx = [batches[m][i] if on[m] else torch.arange(size, device=ys[m].device) % len(ys[m]) for m in range(k)]
             out = pack.step(torch.stack([xs[m][idx[m]] for m in range(k)]), torch.stack([ys[m][idx[m]] for m in range(k)]),
-                            opt, torch.tensor(on, device=ys[0].device))
+                            opts, torch.tensor(on, device=ys[0].device), torch.stack([flags[m][idx[m]] for m in range(k)]))
             for m in (m for m in range(k) if on[m]):
                 losses[m].append(out[m])
     return [torch.stack(v).double().cpu().tolist() if v else [] for v in losses]  # read from the device once an epoch

@@ -28,8 +28,8 @@ from ecgbench.engine.accel import GraphedStep, accelerate, enabled, sync
 from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime, rng_state, set_rng_state
 from ecgbench.contracts.base import Beats, PluginError
 
-__all__ = ["build", "fit", "predict", "classifier_step", "default_optimizers", "training_hooks", "balanced_accuracy", "training_set", "fold_split", "check_patience",
-           "measure_step", "FitResult"]
+__all__ = ["build", "fit", "predict", "classifier_step", "phased_step", "default_optimizers", "training_hooks", "batch_of",
+           "balanced_accuracy", "training_set", "fold_split", "check_patience", "measure_step", "FitResult"]
 
 
 def build(model_cls: type, n_classes: int, window: int, seed: int) -> nn.Module:
@@ -57,14 +57,41 @@ def classifier_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacked
     return loss.detach()
 
 
+def phased_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacked: torch.Tensor,
+                optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
+    """The step of a model that states its losses (`phase_loss`): optimiser i steps on the loss of phase i, in order,
+    each phase computed from the weights the phases before it left (a GAN's D step, then G's on the new D). Each
+    phase's gradient reaches only its own optimiser's parameters. Returns the summed phase losses, detached."""
+    carry: dict[str, Any] = {}
+    total = None
+    for phase, opt in enumerate(optimizers):
+        loss, carry = model.phase_loss(phase, x, y, attacked, carry)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        total = loss.detach() if total is None else total + loss.detach()
+    assert total is not None, "a model with phase_loss needs at least one optimiser"
+    return total
+
+
 def training_hooks(model: nn.Module) -> tuple[list[torch.optim.Optimizer], Callable[..., torch.Tensor | float]]:
-    """The model's optimisers and step: its own `configure_optimizers` / `training_step`, else Adam and `classifier_step`.
+    """The model's optimisers and step: its own `configure_optimizers`, else Adam; its own `training_step`, else
+    `phased_step` over its `phase_loss`, else `classifier_step`.
 
     A step is called as `step(x, y, attacked, optimizers)` and returns the batch loss, a tensor
     (read once per epoch) or a float (which costs a host sync per step on a GPU).
     """
     optimizers = model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
-    return optimizers, getattr(model, "training_step", None) or partial(classifier_step, model)
+    if hasattr(model, "training_step"):
+        return optimizers, model.training_step
+    return optimizers, partial(phased_step if hasattr(model, "phase_loss") else classifier_step, model)
+
+
+def batch_of(model_cls: type, batch_size: int) -> int:
+    """The batch a model trains on: its own paper's (class attribute `batch_size`, e.g. Acharya's 10), else the run's."""
+    return int(getattr(model_cls, "batch_size", None) or batch_size)
 
 
 def _mean_loss(losses: list[torch.Tensor | float]) -> float:
@@ -157,6 +184,7 @@ def fit(model_cls: type, n_classes: int, window: int, train: Beats, folds: list[
     its seed (SMOTE and models' own `augment` are seeded).
     """
     check_patience(patience)
+    batch_size = batch_of(model_cls, batch_size)
     if cuda_graphs is None:
         cuda_graphs = enabled("ECGBENCH_CUDA_GRAPHS", True)
     device = torch.device(device)
@@ -354,6 +382,7 @@ def measure_step(model_cls: type, n_classes: int, window: int, batch_size: int, 
     `host_sync` reads each loss with `float()`, as the harness did before issue 10 (the baseline).
     """
     device = torch.device(device)
+    batch_size = batch_of(model_cls, batch_size)
     model = build(model_cls, n_classes, window, seed).to(device)
     if accelerated:
         model = accelerate(model, device)

@@ -109,13 +109,15 @@ def workload(pl: Planner) -> Workload:
                 w.tasks.append((task, "", 0))
                 continue
             w.alone[task.model] = w.alone.get(task.model, 0) + 1
-            steps = math.ceil(_train_size(pl, task) / p.batch_size) * p.epochs * p.folds
+            batch = train.batch_of(pl.reg.get("models", task.model), p.batch_size)  # Acharya: its paper's 10
+            steps = math.ceil(_train_size(pl, task) / batch) * p.epochs * p.folds
             w.steps[task.model] = w.steps.get(task.model, 0) + steps
             w.tasks.append((task, task.model, steps))
             continue
         if task.kind == "pack":  # one packed step moves every member: as many steps as its longest member's epochs
             price = f"pack:{task.model}:{len(task.members) * cfg.profile.folds}"
-            steps = max(math.ceil(_train_size(pl, m) / p.batch_size) for m in task.members) * p.epochs
+            batch = train.batch_of(pl.reg.get("models", task.model), p.batch_size)
+            steps = max(math.ceil(_train_size(pl, m) / batch) for m in task.members) * p.epochs
             w.packed[price] = w.packed.get(price, 0) + steps
             w.packs[price] = w.packs.get(price, 0) + 1
             w.packed_trainings[price] = w.packed_trainings.get(price, 0) + len(task.members)

@@ -110,7 +110,7 @@ def _beats(n: int, window: int, n_classes: int, seed: int = 0) -> tuple[torch.Te
 def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = WINDOWS,
                  n_classes: tuple[int, ...] = N_CLASSES) -> Iterator[str]:
     """Built as `cls(n_classes, window)` for each pair: logits shape, input gradients, one training step."""
-    from ecgbench.engine.train import build, classifier_step, default_optimizers
+    from ecgbench.engine.train import build, training_hooks
 
     name = name or getattr(cls, "name", None) or cls.__name__
     lr, oversample = getattr(cls, "lr", 1e-3), getattr(cls, "oversample", "smote")
@@ -142,8 +142,7 @@ def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = 
             attacked = (torch.arange(BATCH) % 2) if getattr(model, "wants_attacked", False) else torch.zeros(BATCH, dtype=torch.long)
             with _step(f"{where}: one training step"):
                 model.train()
-                optimizers = model.configure_optimizers() if hasattr(model, "configure_optimizers") else default_optimizers(model)
-                step = getattr(model, "training_step", None) or (lambda *a: classifier_step(model, *a))
+                optimizers, step = training_hooks(model)
                 loss = float(step(x.detach(), y, attacked, optimizers))
             _require(math.isfinite(loss), f"{where}: training step returned loss {loss}")
             _require(any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())),
