@@ -1,6 +1,6 @@
-"""Packed vs separate training steps (issue 19): K members of each model that packs (Kachuee, Shaker) as one vmap'd
-model against K models stepped one after the other, K in 1, 3, 9, 40, on real MIT-BIH beats (batch 128, the paper's,
-per member).
+"""Packed vs separate training steps (issue 19): K members of each model (all four pack) as one vmap'd model against
+K models stepped one after the other, each with its own optimisers and step (`training_hooks`; ECG-ATK-GAN's D-then-G
+`phase_loss`), K in 1, 3, 9, 40, on real MIT-BIH beats (batch 128, the paper's, per member; Acharya's own 10).
 
 Not part of the test run: `OMP_NUM_THREADS=1 ECGBENCH_DATA=/path/to/data python -m pytest benchmarks/test_bench_pack.py
 --benchmark-only --benchmark-group-by=param:model,param:k`. The device is CUDA when there is one, else the CPU. `extra_info`
@@ -14,12 +14,12 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ecgbench.contracts.registry import registry
 from ecgbench.data.catalog import load_beats
 from ecgbench.engine.accel import sync
 from ecgbench.engine.pack import Pack
+from ecgbench.engine.train import batch_of, training_hooks
 from ecgbench.plugins.datasets.mitbih import MitBih
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -44,26 +44,26 @@ def _members(name: str, k: int) -> list[torch.nn.Module]:
 
 @pytest.mark.parametrize("k", [1, 3, 9, 40])
 @pytest.mark.parametrize("how", ["packed", "separate"])
-@pytest.mark.parametrize("model", ["kachuee", "shaker"])
+@pytest.mark.parametrize("model", ["kachuee", "shaker", "acharya", "ecg-atk-gan"])
 def test_steps(benchmark, beats, model, k, how):
-    x = beats[0][:k * BATCH].view(k, BATCH, 1, -1)
-    y = beats[1][:k * BATCH].view(k, BATCH)
+    batch = batch_of(registry.get("models", model), BATCH)
+    x = beats[0][:k * batch].view(k, batch, 1, -1)
+    y = beats[1][:k * batch].view(k, batch)
+    flag = y % 2  # read by the models that train on attacked beats (ECG-ATK-GAN), ignored by the others
     members = _members(model, k)
     if how == "packed":
         pack = Pack(members).train()
-        opt = pack.optimizer()
+        opts = pack.optimizers()
 
         def step() -> None:
-            pack.step(x, y, opt)
+            pack.step(x, y, opts, attacked=flag)
             sync(DEVICE)
     else:
-        opts = [torch.optim.Adam(m.parameters(), lr=m.lr, betas=getattr(m, "betas", (0.9, 0.999))) for m in members]
+        hooks = [training_hooks(m) for m in members]
 
         def step() -> None:
-            for i, m in enumerate(members):
-                opts[i].zero_grad(set_to_none=True)
-                F.cross_entropy(m(x[i]), y[i]).backward()
-                opts[i].step()
+            for i, (optimizers, one) in enumerate(hooks):
+                one(x[i], y[i], flag[i], optimizers)
             sync(DEVICE)
     step()  # warm-up
     rounds = 5 if k < 40 else 2

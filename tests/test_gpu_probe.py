@@ -66,3 +66,16 @@ def test_pack_section_on_the_cpu_rates_every_packable_model_against_it_alone(pro
     assert all(isinstance(r["value"], float) and r["value"] > 0 for r in rows.values())
     assert all(" alone" in rows[f"{m} K=9 packed"]["note"] for m in models)
     assert "batch 10 each" in rows["acharya K=3 packed"]["note"]  # its paper's batch, as fit trains it
+
+
+def test_pack_graph_rows_worker_reports_each_model_and_k(probe) -> None:
+    """The child that times the pack section's graph rows sends one model-alone row (k = 0) and one row per K, then
+    None; on the CPU each is the clear refusal of GraphedStep / GraphedPack for CPU tensors."""
+    import queue
+
+    out: queue.Queue = queue.Queue()
+    probe._pack_graph_worker([("ecg-atk-gan", probe.entry_points("models")["ecg-atk-gan"])], (1, 3), "cpu", 8, 1, 1, out)
+    rows = [out.get_nowait() for _ in range(3)]
+    assert [(name, k) for name, k, _, _ in rows] == [("ecg-atk-gan", 0), ("ecg-atk-gan", 1), ("ecg-atk-gan", 3)]
+    assert all(s is None and "CUDA device" in err for _, _, s, err in rows)
+    assert out.get_nowait() is None

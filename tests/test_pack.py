@@ -180,7 +180,7 @@ def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(name, caps, epoc
     from ecgbench.contracts.splits import stratified_split
     from ecgbench.data.beats import cap_per_class
     from ecgbench.data.catalog import load_beats
-    from ecgbench.engine.pack import Member, fit_packed
+    from ecgbench.engine.pack_train import Member, fit_packed
     from ecgbench.engine.train import fit
     from ecgbench.plugins.datasets.mitbih import MitBih
 
@@ -207,7 +207,75 @@ def test_a_packed_fit_trains_each_member_as_fit_trains_its_fold(name, caps, epoc
 
 
 def test_a_model_that_cannot_pack_is_refused_in_one_line():
-    from ecgbench.engine.pack import fit_packed
+    from ecgbench.engine.pack_train import fit_packed
 
     with pytest.raises(ValueError, match="cannot pack: OwnStep brings its own training_step"):
         fit_packed(OwnStep, 4, 280, [], epochs=1, batch_size=8, smote_target=8, device="cpu")
+
+
+@pytest.mark.parametrize("cls", [registry.get("models", "acharya"), registry.get("models", "ecg-atk-gan")], ids=["sgd", "adam"])
+def test_packed_state_is_updated_in_place_so_a_captured_step_advances_it(cls, batches):
+    """A CUDA graph replays the kernels it captured on the tensors it captured: a packed optimiser that rebound its
+    state to new tensors would replay the first step for ever. Steps and a restored checkpoint keep every state
+    tensor (parameters, buffers, optimiser state) the same object in the same memory, and the state does move."""
+    from ecgbench.engine.pack import Pool
+
+    x, y = batches
+    pack = Pack(_members(cls)).train()
+    opts = pack.optimizers()
+    state = [*pack.params.values(), *pack.buffers.values(), *(t for o in opts for t in o.tensors())]
+    where = [t.data_ptr() for t in state]
+    before = [t.clone() for t in state]
+    saved = [o.state_dict() for o in opts]
+    pool = Pool([x[0, i] for i in range(K)], [y[0, i] for i in range(K)], [torch.arange(BATCH) % 2] * K)
+    xb, yb, flag = pool.take(torch.arange(BATCH).repeat(K, 1))
+    for s in range(2):
+        pack.step(xb, yb, opts, torch.tensor([True, s == 0, True]), flag)
+    for o, st in zip(opts, saved):
+        o.load_state_dict(st)
+    assert [t.data_ptr() for t in state] == where
+    assert any(not torch.equal(a, b) for a, b in zip(state, before))  # the steps moved the weights
+    assert all(torch.equal(o.t, torch.zeros_like(o.t)) for o in opts)  # the restored optimiser state is the saved one
+
+
+def test_the_pool_gathers_each_members_own_beats(batches):
+    """The pool pads members of different sizes into one tensor; `take(index)` is member m's beats index[m]."""
+    from ecgbench.engine.pack import Pool
+
+    x, y = batches
+    xs, ys = [x[0, 0], x[0, 1][:10], x[0, 2][:5]], [y[0, 0], y[0, 1][:10], y[0, 2][:5]]
+    pool = Pool(xs, ys, [torch.ones_like(v) for v in ys])
+    index = torch.tensor([[15, 0, 3], [9, 2, 1], [4, 4, 0]])
+    got_x, got_y, got_f = pool.take(index)
+    assert pool.sizes == [BATCH, 10, 5]
+    for m in range(3):
+        assert torch.equal(got_x[m], xs[m][index[m]]) and torch.equal(got_y[m], ys[m][index[m]])
+    assert bool((got_f == 1).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name, margin", [("kachuee", 1e-3), ("ecg-atk-gan", 0.02)])
+def test_a_graphed_packed_fit_trains_as_the_eager_one_on_cuda(name, margin, data_dir, cache_dir):
+    """On CUDA, `fit_packed` replays full batches as a CUDA graph: the same first-epoch losses as the eager packed
+    training, to 1e-3 (other kernels) or 2% for the GAN (its noise and dropout drawn after the capture's warm-up
+    steps), and the state moves every replay (the last epoch's loss differs from the first)."""
+    from ecgbench.contracts.splits import stratified_split
+    from ecgbench.data.beats import cap_per_class
+    from ecgbench.data.catalog import load_beats
+    from ecgbench.engine.pack_train import Member, fit_packed
+    from ecgbench.plugins.datasets.mitbih import MitBih
+
+    beats, _, _ = load_beats(MitBih(data_dir, records=["208", "209", "213", "232"]), cache_dir)
+    members = []
+    for seed in range(3):
+        real = cap_per_class(beats, 100, seed)
+        tr, va = stratified_split(real.y, 0.2, seed)
+        members.append(Member(real.take(tr), real.take(va), seed))
+    kw = {"epochs": 3, "batch_size": 32, "smote_target": 100, "device": "cuda"}
+    cls = registry.get("models", name)
+    graphed = fit_packed(cls, 4, 280, members, cuda_graphs=True, **kw)
+    eager = fit_packed(cls, 4, 280, members, cuda_graphs=False, **kw)
+    for g, e in zip(graphed, eager):
+        assert g.info["cuda_graphs"] and not e.info["cuda_graphs"]
+        assert g.info["curve"][0]["loss"] == pytest.approx(e.info["curve"][0]["loss"], rel=margin)
+        assert g.info["curve"][-1]["loss"] != g.info["curve"][0]["loss"]

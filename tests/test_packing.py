@@ -14,7 +14,7 @@ import torch
 from ecgbench.config.run import run_config
 from ecgbench.contracts.registry import registry
 from ecgbench.data.catalog import Catalog
-from ecgbench.engine.pack import Member, fit_packed
+from ecgbench.engine.pack_train import Member, fit_packed
 from ecgbench.engine.progress import Checkpoints, Deadline, OutOfTime
 from ecgbench.plan import packs
 from ecgbench.plan.graph import plan
@@ -143,7 +143,7 @@ def _roundtrip(state: dict):
 
 def test_a_packed_training_keeps_what_fit_keeps_of_its_folds():
     """The best validation score over the folds, the first fold on a tie (as `fit` compares with >), every fold's epochs."""
-    from ecgbench.engine.pack import best_of_folds
+    from ecgbench.engine.pack_train import best_of_folds
     from ecgbench.engine.train import FitResult
 
     folds = [FitResult({"w": torch.tensor([float(i)])}, {"fold": i, "val_balanced_accuracy": s, "epochs_run": 3 + i})

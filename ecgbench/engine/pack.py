@@ -5,47 +5,38 @@ processes add nothing; K members of one class (folds, seeds, static sets: same c
 data) stacked into one set of [K, ...] parameters and run through one `vmap`ed forward do. Generic over
 plugins (`torch.func.stack_module_state` + `functional_call` + `vmap`): a third-party model packs without
 code. BatchNorm keeps per-member running statistics (stacked buffers, updated in place under vmap);
-dropout draws per member (`randomness="different"`).
+dropout and `torch.rand` draw per member (`randomness="different"`).
 
 What a member is owed, as if it trained alone: its own beats and order (the caller's batches, one per
 member), its own optimiser state (Adam and SGD are elementwise: `PackedAdam` / `PackedSGD` over the stacked
 parameters are K optimisers), and when it stops early, no change at all: they mask the update, not only the
 gradient (momentum would move a parameter whose gradient is zero), keep a step count per member, and `step`
-puts back the member's BatchNorm statistics.
+puts back the member's BatchNorm statistics. `member_state(i)` is a plain state_dict, loadable by the plain
+model, as a separate training's.
 
 Custom steps pack when a model states them as losses (`phase_loss`, see `train.phased_step`): each phase's
 loss is vmapped over the members' weights, its gradient taken for the phase's own optimiser, and stepped
 before the next phase runs, so ECG-ATK-GAN's D-then-G step, its two Adams and its frozen BatchNorm
-statistics on fake beats pack as they run alone; Acharya's SGD with batches of 10 packs as SGD on [K, 10]. `member_state(i)` is a plain state_dict, loadable by the plain model, as a separate training's.
+statistics on fake beats pack as they run alone; Acharya's SGD with batches of 10 packs as SGD on [K, 10].
+A model class packs unless it brings a whole `training_step`, an optimiser other than Adam or SGD with
+momentum, or sets `packable = False`; `why_not_packed` says why in one line.
 
-`fit_packed` trains K members as `fit` trains one fold each (same build seed, training set, batch order,
-validation and early stopping per member) and returns one `FitResult` per member; `fold_members` makes the
-members of one `fit` (its folds) and `best_of_folds` keeps what `fit` keeps, so the plan packs whole trainings
-(`ecgbench.plan.packs`). A packed training saves its state at epoch ends and continues it, bit for bit on the
-CPU, as `fit` does. A model class packs unless it brings a whole `training_step`, an optimiser other than
-Adam or SGD with momentum, or sets `packable = False`; `why_not_packed` says why in one line.
+`Pool` holds the members' beats in one device tensor, and `GraphedPack` replays a full-batch packed step as a
+CUDA graph (the optimisers update their state in place for that). The training loop is `pack_train`.
 """
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from ecgbench.contracts.base import Beats
-from ecgbench.engine.accel import sync
-from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
-from ecgbench.engine.train import (FitResult, balanced_accuracy, batch_of, build, check_patience, default_optimizers, fold_split,
-                                   predict, training_set)
+from ecgbench.engine.train import default_optimizers
 
-__all__ = ["Pack", "PackedAdam", "PackedSGD", "packed_optimizers", "Member", "why_not_packed", "fit_packed", "fold_members", "best_of_folds",
-           "measure_packed_step"]
+__all__ = ["Pack", "PackedAdam", "PackedSGD", "packed_optimizers", "why_not_packed", "Pool", "GraphedPack"]
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,7 +47,9 @@ def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class PackedAdam:
     """Adam (Kingma & Ba 2015, as `torch.optim.Adam` computes it: no weight decay, no amsgrad) over the stacked [K, ...]
     parameters `names`, with a step count per member and a mask: a member not stepped keeps its parameters, moments and
-    count, so its bias correction is its own (one shared Adam would count every member's steps for all)."""
+    count, so its bias correction is its own (one shared Adam would count every member's steps for all).
+
+    Its state is updated in place, never rebound, so a step captured in a CUDA graph advances it on every replay."""
 
     def __init__(self, params: dict[str, torch.Tensor], names: list[str], k: int, lr: float,
                  betas: tuple[float, float], eps: float = 1e-8) -> None:
@@ -76,27 +69,32 @@ class PackedAdam:
             p, g = self.params[n], grads.get(n)
             if g is None:
                 continue
-            on = _expand(active, p)
-            m = torch.where(on, self.m[n] * b1 + g * (1 - b1), self.m[n])
-            v = torch.where(on, self.v[n] * b2 + g * g * (1 - b2), self.v[n])
+            on, m, v = _expand(active, p), self.m[n], self.v[n]
+            m.copy_(torch.where(on, m * b1 + g * (1 - b1), m))
+            v.copy_(torch.where(on, v * b2 + g * g * (1 - b2), v))
             denom = v.sqrt() / _expand(bias2_sqrt, p) + self.eps
             p.copy_(torch.where(on, p - _expand(step_size, p) * m / denom, p))
-            self.m[n], self.v[n] = m, v
-        self.t = t
+        self.t.copy_(t)
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t.cpu().clone(), "m": _cpu(self.m), "v": _cpu(self.v)}
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of its state (what a CUDA-graph capture must put back after its warm-up steps)."""
+        return [self.t, *self.m.values(), *self.v.values()]
+
+    @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.t.device
-        self.t = state["t"].to(device)
-        self.m = {n: v.to(device) for n, v in state["m"].items()}
-        self.v = {n: v.to(device) for n, v in state["v"].items()}
+        self.t.copy_(state["t"])
+        for n in self.names:
+            self.m[n].copy_(state["m"][n])
+            self.v[n].copy_(state["v"][n])
 
 
 class PackedSGD:
     """SGD with momentum (as `torch.optim.SGD` computes it: no dampening, no Nesterov, no weight decay; the first step
-    takes the gradient as its momentum buffer) over the stacked parameters `names`, masked per member like `PackedAdam`."""
+    takes the gradient as its momentum buffer) over the stacked parameters `names`, masked per member and updated in
+    place like `PackedAdam`."""
 
     def __init__(self, params: dict[str, torch.Tensor], names: list[str], k: int, lr: float, momentum: float = 0.0) -> None:
         self.params, self.names, self.lr, self.momentum = params, list(names), lr, momentum
@@ -113,17 +111,21 @@ class PackedSGD:
             on = _expand(active, p)
             if self.momentum:  # torch's first step takes the gradient as the buffer: 0 * momentum + g
                 g = self.buf[n] * self.momentum + g
-                self.buf[n] = torch.where(on, g, self.buf[n])
+                self.buf[n].copy_(torch.where(on, g, self.buf[n]))
             p.copy_(torch.where(on, p - self.lr * g, p))
-        self.t = torch.where(active, self.t + 1, self.t)
+        self.t.copy_(torch.where(active, self.t + 1, self.t))
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t.cpu().clone(), "buf": _cpu(self.buf)}
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.t, *self.buf.values()]
+
+    @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.t.device
-        self.t = state["t"].to(device)
-        self.buf = {n: v.to(device) for n, v in state["buf"].items()}
+        self.t.copy_(state["t"])
+        for n in self.names:
+            self.buf[n].copy_(state["buf"][n])
 
 
 def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -280,173 +282,79 @@ class Pack:
         return {n: stacks[n].detach()[i].clone() for n in self.keys}
 
 
-@dataclass
-class Member:
-    """One training of a pack, as `fit` trains one fold: its real training beats, its validation beats, its seed
-    (weights, SMOTE and batch order), the attacked copies that join its training side (paper 3.1), its fold."""
+class Pool:
+    """The members' training beats in one device tensor, [K, n, 1, window] (padded to the longest member), with their
+    labels and attacked flags: a step's batches are one gather by an index [K, batch], which a CUDA graph can replay."""
 
-    train: Beats
-    val: Beats
-    seed: int
-    attacked: Beats | None = None
-    fold: int = 0
+    def __init__(self, xs: list[torch.Tensor], ys: list[torch.Tensor], flags: list[torch.Tensor]) -> None:
+        k, n, device = len(xs), max(len(y) for y in ys), ys[0].device
+        self.sizes = [len(y) for y in ys]
+        self.x = torch.zeros(k, n, *xs[0].shape[1:], dtype=xs[0].dtype, device=device)
+        self.y = torch.zeros(k, n, dtype=torch.long, device=device)
+        self.flag = torch.zeros(k, n, dtype=torch.long, device=device)
+        for i, (x, y, f) in enumerate(zip(xs, ys, flags)):
+            self.x[i, :len(y)], self.y[i, :len(y)], self.flag[i, :len(y)] = x, y, f
+        self.rows = torch.arange(k, device=device)[:, None]
+        self.device = device
 
-
-def fold_members(train: Beats, folds: list[tuple[np.ndarray, np.ndarray]], seed: int, attacked: Beats | None = None,
-                 attacked_source: np.ndarray | None = None) -> list[Member]:
-    """The members that stand for one `fit(train, folds, seed=seed, ...)`: one per fold, seeded `seed + fold` as `fit` seeds it."""
-    out = []
-    for fold, (tr, va) in enumerate(folds):
-        real, val, adv_tr = fold_split(train, tr, va, attacked, attacked_source)
-        out.append(Member(real, val, seed + fold, adv_tr, fold))
-    return out
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Member m's beats index[m]: x [K, batch, 1, window], y and flags [K, batch]."""
+        return self.x[self.rows, index], self.y[self.rows, index], self.flag[self.rows, index]
 
 
-def best_of_folds(results: list[FitResult]) -> FitResult:
-    """What `fit` keeps of one training's folds: the best validation score over all of them (the first fold on a tie)."""
-    scores = [r.info["val_balanced_accuracy"] for r in results]
-    best = results[int(np.argmax(scores))]
-    info = {**best.info, "epochs_run_per_fold": [r.info["epochs_run"] for r in results]}
-    return FitResult(best.state, info)
+class GraphedPack:
+    """One packed step captured as a CUDA graph, replayed for every step at the full batch size.
 
-
-def fit_packed(model_cls: type, n_classes: int, window: int, members: list[Member], *, epochs: int, batch_size: int,
-               smote_target: int, device: torch.device | str, patience: int | None = None,
-               checkpoints: Checkpoints | None = None, on_epoch: Any = None) -> list[FitResult]:
-    """Train the members as one pack; per member the best checkpoint by validation balanced accuracy, as `fit` keeps.
-
-    Each epoch every member still training draws its own batch order; step i stacks the members' i-th batches
-    (members whose batch i is shorter, the last of an epoch, take their own step with the others masked). A
-    member whose score has not improved for `patience` epochs stops: it takes no step again.
-
-    `checkpoints`: save the pack's whole state at epoch ends, as `fit` does (every `epochs` epochs or `seconds`,
-    and before the next epoch would pass the deadline: then `OutOfTime`), and continue from a saved one.
-    `on_epoch(member, record)` is called for each member's epoch.
+    The graph holds the gather from the `Pool` by a static index [K, batch], the packed step with a static mask of
+    the members that step (`Pack.step`'s masked path: a member off the mask leaves it unchanged), and each member's
+    loss summed on the device. The packed optimisers update their state in place, so every replay advances it.
+    Capture needs warm-up steps, which train: parameters, buffers and optimiser state are put back afterwards, so
+    training starts where the eager path would. On failure everything is put back and the error raised, so the
+    caller can train eagerly.
     """
-    why = why_not_packed(model_cls)
-    if why is not None:
-        raise ValueError(f"cannot pack: {why}")
-    check_patience(patience)
-    batch_size = batch_of(model_cls, batch_size)
-    device = torch.device(device)
-    nets = [build(model_cls, n_classes, window, m.seed).to(device) for m in members]
-    data = [training_set(net, m.train, m.attacked, smote_target, m.seed) for net, m in zip(nets, members)]
-    xs = [torch.as_tensor(d.x, dtype=torch.float32, device=device)[:, None] for d in data]
-    ys = [torch.as_tensor(d.y, dtype=torch.long, device=device) for d in data]
-    flags = [torch.as_tensor(d.attacked, dtype=torch.long, device=device) for d in data]
-    gens = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
-    pack, judge = Pack(nets).train(), nets[0]
-    opts, k = pack.optimizers(), len(members)
-    run: dict[str, Any] = {"epoch": 0, "training": [True] * k, "best": [None] * k, "since": [0] * k,
-                           "curves": [[] for _ in range(k)], "epoch_seconds": [], "seconds": 0.0}
-    saved = checkpoints.load() if checkpoints is not None else None
-    if saved is not None:
-        if saved.get("packed") != k:
-            raise ValueError(f"a saved packed training of {saved.get('packed')} members cannot continue one of {k}")
-        run = saved["run"]
-        _restore(pack, opts, gens, saved)
-    start, saved_at, unsaved = time.perf_counter() - run["seconds"], time.perf_counter(), 0
-    for epoch in range(run["epoch"], epochs):
-        if not any(run["training"]):
-            break
-        t0 = time.perf_counter()
-        pack.train()
-        batches = [torch.randperm(len(ys[i]), generator=gens[i]).to(device).split(batch_size) if run["training"][i] else ()
-                   for i in range(k)]
-        losses = _epoch(pack, opts, xs, ys, flags, batches)
-        run["epoch_seconds"].append(time.perf_counter() - t0)
-        for i in (i for i in range(k) if run["training"][i]):
-            judge.load_state_dict(pack.member_state(i))
-            score = balanced_accuracy(members[i].val.y, predict(judge, members[i].val.x, device).argmax(1), n_classes)
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses[i])), "val_balanced_accuracy": score}
-            run["curves"][i].append(record)
-            if on_epoch is not None:
-                on_epoch(i, {"fold": members[i].fold, **record})
-            best = run["best"][i]
-            if best is None or score > best["info"]["val_balanced_accuracy"]:
-                state = {n: v.detach().cpu() for n, v in pack.member_state(i).items()}
-                run["best"][i] = {"state": state, "info": {"fold": members[i].fold, **record,
-                                                          "train_counts": data[i].counts(n_classes), "n_train": len(data[i])}}
-                run["since"][i] = 0
-            else:
-                run["since"][i] += 1
-            run["training"][i] = patience is None or run["since"][i] < patience
-        run["epoch"] = epoch + 1
-        if checkpoints is not None and run["epoch"] < epochs and any(run["training"]):
-            unsaved += 1
-            deadline = checkpoints.deadline
-            out_of_time = deadline is not None and not deadline.allows(2 * run["epoch_seconds"][-1])
-            if out_of_time or unsaved >= checkpoints.epochs or time.perf_counter() - saved_at >= checkpoints.seconds:
-                run["seconds"] = time.perf_counter() - start
-                checkpoints.save(_state(pack, opts, gens, run))
-                saved_at, unsaved = time.perf_counter(), 0
-                if out_of_time:
-                    raise OutOfTime(f"packed training of {k} stopped after epoch {run['epoch']}: time limit")
-    results = []
-    for i, b in enumerate(run["best"]):
-        assert b is not None, "fit_packed needs at least one epoch"
-        info = dict(b["info"])
-        info.update(seconds=time.perf_counter() - start, seconds_per_epoch=float(np.mean(run["epoch_seconds"])),
-                    n_params=sum(p.numel() for p in nets[0].parameters()), best_epoch=info["epoch"],
-                    epochs_run=len(run["curves"][i]), epochs_run_per_fold=[len(run["curves"][i])], patience=patience,
-                    curve=run["curves"][i], cuda_graphs=False, packed=k)
-        results.append(FitResult(b["state"], info))
-    return results
+
+    def __init__(self, pack: "Pack", optimizers: list[PackedAdam | PackedSGD], pool: Pool, batch_size: int,
+                 warmup: int = 3) -> None:
+        if pool.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the pool on a CUDA device, not {pool.device}")
+        self.pack, self.optimizers, self.pool, self.batch_size = pack, optimizers, pool, batch_size
+        device = pool.device
+        self.index = torch.zeros(pack.k, batch_size, dtype=torch.long, device=device)
+        self.active = torch.ones(pack.k, dtype=torch.bool, device=device)
+        self.loss_sum = torch.zeros(pack.k, dtype=torch.float64, device=device)
+        state = [*pack.params.values(), *pack.buffers.values(), *(t for o in optimizers for t in o.tensors())]
+        saved = [t.detach().clone() for t in state]
+        try:
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graph requires
+                for _ in range(warmup):
+                    self._run()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._run()
+        finally:
+            with torch.no_grad():
+                for t, s in zip(state, saved):
+                    t.copy_(s)
+            self.loss_sum.zero_()
+
+    def _run(self) -> None:
+        x, y, flag = self.pool.take(self.index)
+        losses = self.pack.step(x, y, self.optimizers, self.active, flag)
+        self.loss_sum.add_(losses.double() * self.active)
+
+    def __call__(self, index: torch.Tensor, active: torch.Tensor) -> None:
+        """One packed step on the members' batches `index` [K, batch_size], `active` members only, by replay."""
+        self.index.copy_(index)
+        self.active.copy_(active)
+        self.graph.replay()
+
+    def take_loss_sums(self) -> torch.Tensor:
+        """Each member's summed losses since the last call, on the device, and reset."""
+        out = self.loss_sum.clone()
+        self.loss_sum.zero_()
+        return out
 
 
-def _state(pack: Pack, opts: list[PackedAdam | PackedSGD], gens: list[torch.Generator], run: dict[str, Any]) -> dict[str, Any]:
-    """Everything a packed training continues from: plain tensors, numbers and lists (loads with weights_only)."""
-    return {"packed": pack.k, "params": _cpu(pack.params), "buffers": _cpu(pack.buffers),
-            "optimizers": [o.state_dict() for o in opts],
-            "gens": [g.get_state() for g in gens], "rng": rng_state(), "run": run}
-
-
-def _restore(pack: Pack, opts: list[PackedAdam | PackedSGD], gens: list[torch.Generator], saved: dict[str, Any]) -> None:
-    with torch.no_grad():
-        for n, p in pack.params.items():
-            p.copy_(saved["params"][n])
-        for n, b in pack.buffers.items():
-            b.copy_(saved["buffers"][n])
-    for opt, state in zip(opts, saved["optimizers"], strict=True):
-        opt.load_state_dict(state)
-    for g, state in zip(gens, saved["gens"]):
-        g.set_state(state)
-    set_rng_state(saved["rng"])
-
-
-def measure_packed_step(model_cls: type, n_classes: int, window: int, batch_size: int, device: torch.device | str,
-                        k: int, steps: int = 3, warmup: int = 2, seed: int = 0) -> float:
-    """Seconds per packed step of `k` members (each on its own batch of `batch_size` random beats): the dry run's price."""
-    device = torch.device(device)
-    batch_size = batch_of(model_cls, batch_size)
-    pack = Pack([build(model_cls, n_classes, window, seed + i).to(device) for i in range(k)]).train()
-    opts = pack.optimizers()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(k, batch_size, 1, window, generator=gen).to(device)
-    y = (torch.arange(k * batch_size) % n_classes).view(k, batch_size).to(device)
-    flag = (y % 2 if getattr(model_cls, "wants_attacked", False) else torch.zeros_like(y)).to(device)
-    for _ in range(warmup):
-        pack.step(x, y, opts, attacked=flag)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        pack.step(x, y, opts, attacked=flag)
-    sync(device)
-    return (time.perf_counter() - t0) / max(steps, 1)
-
-
-def _epoch(pack: Pack, opts: list[PackedAdam | PackedSGD], xs: list[torch.Tensor], ys: list[torch.Tensor],
-           flags: list[torch.Tensor], batches: list[tuple]) -> list[list[float]]:
-    """One epoch of packed steps over each member's batches; each member's step losses."""
-    k = len(xs)
-    losses: list[list[float]] = [[] for _ in range(k)]
-    for i in range(max(len(b) for b in batches)):
-        for size in sorted({len(b[i]) for b in batches if i < len(b)}):
-            on = [i < len(b) and len(b[i]) == size for b in batches]
-            # a member without a batch of this size steps on stand-in beats, and `step` undoes what that did
-            idx = [batches[m][i] if on[m] else torch.arange(size, device=ys[m].device) % len(ys[m]) for m in range(k)]
-            out = pack.step(torch.stack([xs[m][idx[m]] for m in range(k)]), torch.stack([ys[m][idx[m]] for m in range(k)]),
-                            opts, torch.tensor(on, device=ys[0].device), torch.stack([flags[m][idx[m]] for m in range(k)]))
-            for m in (m for m in range(k) if on[m]):
-                losses[m].append(out[m])
-    return [torch.stack(v).double().cpu().tolist() if v else [] for v in losses]  # read from the device once an epoch

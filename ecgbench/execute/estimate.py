@@ -152,11 +152,13 @@ def _step_seconds(pl: Planner, model: str, dataset: str, device: torch.device, b
 
 def _packed_seconds(pl: Planner, price: str, dataset: str, device: torch.device, batch: int) -> float:
     """Seconds a packed step of `price`'s members takes (`pack:<model>:<members>`), measured as the pack will run."""
-    from ecgbench.engine.pack import measure_packed_step
+    from ecgbench.engine.pack_train import measure_packed_step
 
     _, model, k = price.split(":")
     ds = pl.catalog.data(dataset, pl.cfg.seed_list()[0]).dataset
-    return float(measure_packed_step(pl.reg.get("models", model), len(ds.classes), ds.window, batch, device, int(k)))
+    graphs = device.type == "cuda" and enabled("ECGBENCH_CUDA_GRAPHS", True)  # as `fit_packed` will train
+    return float(measure_packed_step(pl.reg.get("models", model), len(ds.classes), ds.window, batch, device, int(k),
+                                     cuda_graphs=graphs))
 
 
 def scaled_budget(params: dict, cap: int) -> tuple[dict, float]:

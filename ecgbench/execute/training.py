@@ -13,7 +13,7 @@ from ecgbench import log
 from ecgbench.contracts.base import Beats, PluginError
 from ecgbench.contracts.outside import Outside, check_expects, load_into, outside_of
 from ecgbench.engine.accel import accelerate
-from ecgbench.engine.pack import best_of_folds, fit_packed, fold_members
+from ecgbench.engine.pack_train import best_of_folds, fit_packed, fold_members
 from ecgbench.engine.train import fit
 from ecgbench.execute.context import Context
 from ecgbench.execute.saving import checkpoints
