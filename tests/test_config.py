@@ -49,6 +49,7 @@ source = "kachuee"
 executor = "jobs"
 jobs = 3
 tasks_per_gpu = 2
+gpus_per_pack = 0.5
 ray_address = "auto"
 """)
     cfg = read_run_config(path)
@@ -57,7 +58,8 @@ ray_address = "auto"
     assert cfg["out"] == str(tmp_path / "runs/x") and cfg["cache_dir"] == str(tmp_path / "cache") and cfg["data_dir"] == "/abs/data"
     assert cfg["profile"] == str(tmp_path / "mine.toml") and resolve_profile(cfg).epochs == 9
     assert (cfg["executor"], cfg["jobs"], cfg["tasks_per_gpu"], cfg["ray_address"], cfg["threads"]) == ("jobs", 3, 2, "auto", 2)
-    assert set(cfg) <= set(RUN_KEYS) | {"profile_overrides", "jobs", "tasks_per_gpu", "ray_address"}
+    assert cfg["gpus_per_pack"] == 0.5
+    assert set(cfg) <= set(RUN_KEYS) | {"profile_overrides", "jobs", "tasks_per_gpu", "gpus_per_pack", "ray_address"}
 
 
 def test_unknown_key_names_file_key_and_keys(tmp_path):
@@ -88,7 +90,8 @@ def test_unknown_key_names_file_key_and_keys(tmp_path):
     ("[profile]\nattack_params = { pgdd = { max_iter = 2 } }", "attack 'pgdd', which is not registered"),
     ("[executor]\nexecutor = \"dask\"", "'executor.executor' must be one of serial, jobs, ray"),
     ("[executor]\njobs = 0", "'executor.jobs' must be an integer >= 1"),
-    ("[executor]\nworkers = 2", r"unknown key 'workers' in \[executor\]; keys: executor, jobs, ray_address, tasks_per_gpu"),
+    ("[executor]\nworkers = 2", r"unknown key 'workers' in \[executor\]; keys: executor, jobs, ray_address, tasks_per_gpu, gpus_per_pack"),
+    ("[executor]\ngpus_per_pack = 2", r"'executor.gpus_per_pack' must be a share of one GPU in \(0, 1\]"),
     ("datasets = [", "not valid TOML"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, text, why):

@@ -159,6 +159,21 @@ def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, d
     assert all(re.fullmatch(r"\S+ \([0-9a-f]{8}\)", t["node"]) and t["attempt"] == 1 for t in timeline)  # address (node id)
 
 
+def test_ray_asks_a_share_of_a_gpu_per_task_and_per_pack(tmp_path, data_dir):
+    """Each task asks Ray for 1/`--tasks-per-gpu` of a GPU, a packed training for `--gpus-per-pack` (default a whole
+    one); without a GPU, none; a share outside (0, 1] is one line naming the option."""
+    from ecgbench.config.run import run_config
+    from ecgbench.execute.ray import gpu_shares
+
+    base = {"models": "kachuee", "attacks": "fgsm", "out": str(tmp_path / "out"), "data_dir": str(data_dir),
+            "cache_dir": str(tmp_path / "cache")}
+    assert gpu_shares(run_config(base), True) == (1.0, 1.0)
+    assert gpu_shares(run_config({**base, "tasks_per_gpu": 4, "gpus_per_pack": 0.5}), True) == (0.25, 0.5)
+    assert gpu_shares(run_config({**base, "gpus_per_pack": 0.5}), False) == (0, 0)
+    with pytest.raises(ValueError, match=r"^--gpus-per-pack 1.5: .*must be a share of one GPU in \(0, 1\], got 1.5$"):
+        run_config({**base, "gpus_per_pack": 1.5})
+
+
 def test_an_unreachable_ray_address_is_one_line_within_seconds(tmp_path, data_dir):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")
     t0 = time.time()

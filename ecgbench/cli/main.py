@@ -47,7 +47,8 @@ def run_options(args: argparse.Namespace) -> dict:
     return {"datasets": args.dataset, "models": args.models, "attacks": args.attacks, "modes": args.modes,
             "profile": args.profile, "split": args.split, "source": args.source, "out": args.out, "data_dir": args.data_dir,
             "cache_dir": args.cache_dir, "device": args.device, "pack": args.pack, "threads": args.threads, "seeds": seeds, "eps": args.eps,
-            "eps_uv": args.eps_uv, "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu}
+            "eps_uv": args.eps_uv, "executor": args.executor, "jobs": args.jobs, "ray_address": args.ray_address, "tasks_per_gpu": args.tasks_per_gpu,
+            "gpus_per_pack": args.gpus_per_pack}
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -198,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per task (default: torch's choice; cores/jobs with jobs)")
     r.add_argument("--ray-address", default=None, help="auto | host:port of a running Ray cluster (default: start a local one)")
     r.add_argument("--tasks-per-gpu", type=int, default=None, help="Ray tasks sharing one GPU (each asks for 1/K of it)")
+    r.add_argument("--gpus-per-pack", type=float, default=None, help="the share of one GPU a packed training asks Ray for (default 1)")
     r.add_argument("--time-limit", default=None, metavar="DURATION",
                    help="end by itself within this time (90s, 8m, 2h, 1h30m), saving running work; exit 3 if work is left")
     r.add_argument("--checkpoint-every", default=None, metavar="DURATION",

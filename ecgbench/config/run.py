@@ -15,7 +15,7 @@ A file holds any of the run's settings (see `examples/run.toml`):
     eps = [0.003, 0.01, 0.03]
     profile = "quick"                 # a built-in name or a path; or a [profile] table:
     [profile]                         #   base = "quick", then any Profile field to override
-    [executor]                        #   executor = "serial" | "jobs" | "ray", jobs, ray_address, tasks_per_gpu
+    [executor]                        #   executor = "serial" | "jobs" | "ray", jobs, ray_address, tasks_per_gpu, gpus_per_pack
 
 plus device, pack, out, data_dir, cache_dir, threads and source. Paths in a file (profile, out, data_dir,
 cache_dir) are relative to the file's folder, so a committed configuration means the same from any
@@ -53,7 +53,7 @@ LISTS = ("datasets", "models", "attacks", "modes", "seeds", "eps", "eps_uv")
 PLUGIN_KINDS = {"datasets": "datasets", "models": "models", "attacks": "attacks", "source": "models"}
 RUN_KEYS = ("attacks", "cache_dir", "data_dir", "datasets", "device", "eps", "eps_uv", "executor", "models", "modes", "out",
             "pack", "profile", "seeds", "source", "split", "threads")
-EXECUTOR_KEYS = ("executor", "jobs", "ray_address", "tasks_per_gpu")
+EXECUTOR_KEYS = ("executor", "jobs", "ray_address", "tasks_per_gpu", "gpus_per_pack")
 PATHS = ("out", "data_dir", "cache_dir")
 # What `ecgbench run` does with no option and no file (its argparse defaults today).
 DEFAULTS: dict[str, Any] = {"datasets": ["mitbih"], "models": ["all"], "attacks": ["all"], "modes": list(MODES),
@@ -164,6 +164,10 @@ def _executor(source: str, table: dict[str, Any]) -> dict[str, Any]:
             out[key] = _int(source, f"executor.{key}", value, 1)
         elif key == "ray_address":
             out[key] = _str(source, "executor.ray_address", value)
+        elif key == "gpus_per_pack":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise _fail(source, "executor.gpus_per_pack", "a share of one GPU in (0, 1]", value)
+            out[key] = float(value)
         else:
             raise ValueError(f"{source}: unknown key {key!r} in [executor]; keys: {', '.join(EXECUTOR_KEYS)}")
     return out
@@ -181,7 +185,7 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     """The checked settings of a run configuration file, holding only the keys the file sets.
 
     Keys: those of RUN_KEYS, with `[profile]` split into `profile` (its base) and `profile_overrides`
-    (checked Profile fields) and `[executor]` flattened into executor, jobs, ray_address, tasks_per_gpu.
+    (checked Profile fields) and `[executor]` flattened into executor, jobs, ray_address, tasks_per_gpu, gpus_per_pack.
     Lists are lists, paths absolute or relative to the working directory as given to the CLI.
     """
     path = Path(path)
@@ -259,6 +263,7 @@ class RunConfig:
     pack: str = "auto"  # pack trainings of one model (issue 19): auto (on CUDA), on, off; speed only, keys unchanged
     ray_address: str | None = None
     tasks_per_gpu: int = 1
+    gpus_per_pack: float = 1.0  # the share of a GPU a packed training asks Ray for (a pack fills one by default)
     force: bool = False
     retry_failed: bool = False
     progress: bool = True
@@ -338,6 +343,8 @@ def check_executor(cfg: RunConfig) -> None:
         raise ValueError(f"--jobs {cfg.jobs}: must be at least 1")
     if cfg.tasks_per_gpu < 1:
         raise ValueError(f"--tasks-per-gpu {cfg.tasks_per_gpu}: must be at least 1")
+    if not 0 < cfg.gpus_per_pack <= 1:
+        raise ValueError(f"--gpus-per-pack {cfg.gpus_per_pack}: must be a share of one GPU in (0, 1]")
     if cfg.executor == "ray":
         try:
             import ray  # noqa: F401 - only whether it is installed
@@ -387,7 +394,7 @@ def run_config(given: dict[str, Any], config_file: str | Path | None = None, *, 
                     seeds=tuple(o.get("seeds") or ()), eps=tuple(o.get("eps") or ()), eps_uv=tuple(o.get("eps_uv") or ()),
                     device=o["device"], pack=o.get("pack", "auto"),
                     executor=o["executor"], jobs=o["jobs"], threads=o["threads"], ray_address=o.get("ray_address"),
-                    tasks_per_gpu=o["tasks_per_gpu"], force=force, retry_failed=retry_failed, progress=progress,
+                    tasks_per_gpu=o["tasks_per_gpu"], gpus_per_pack=o.get("gpus_per_pack", 1.0), force=force, retry_failed=retry_failed, progress=progress,
                     verbose=verbose, command=command, time_limit=limit,
                     deadline=None if limit is None else deadline_for(limit), checkpoint_seconds=every,
                     outside=tuple(outside),

@@ -24,7 +24,7 @@ from ecgbench.config.run import RunConfig
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.tasks import Task
 
-__all__ = ["run_ray", "probe", "node_lacks"]
+__all__ = ["run_ray", "probe", "node_lacks", "gpu_shares"]
 
 _WORKERS: dict[str, Any] = {}
 
@@ -187,6 +187,12 @@ def node_lacks(cfg: RunConfig, report: dict, plugins: dict[str, list], data: dic
     return lacks
 
 
+def gpu_shares(cfg: RunConfig, gpu: bool) -> tuple[float, float]:
+    """The share of one GPU a task asks Ray for, and a packed training's: 1/`--tasks-per-gpu` and `--gpus-per-pack`
+    (default 1: a pack of up to 40 members fills a card), none without a GPU."""
+    return (1 / cfg.tasks_per_gpu, cfg.gpus_per_pack) if gpu else (0, 0)
+
+
 def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
     import ray
 
@@ -196,8 +202,9 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = threads_per_task(cfg)
         gpu = cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        remote = ray.remote(_task).options(num_cpus=threads, num_gpus=(1 / cfg.tasks_per_gpu) if gpu else 0, max_retries=1)
-        packed = ray.remote(_task).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=1)  # a pack fills a GPU
+        share, pack_share = gpu_shares(cfg, gpu)
+        remote = ray.remote(_task).options(num_cpus=threads, num_gpus=share, max_retries=1)
+        packed = ray.remote(_task).options(num_cpus=threads, num_gpus=pack_share, max_retries=1)
         cfg_ref = ray.put(cfg)
         slots = max(1, int(cpus // threads))
         if gpu:

@@ -145,7 +145,8 @@ class Runner:
             "command": cfg.command, "models": cfg.models, "attacks": cfg.attacks, "modes": list(cfg.modes),
             **cfg.settings(),
             "executor": {"name": cfg.executor, "jobs": cfg.jobs, "threads": cfg.threads, "ray_address": cfg.ray_address,
-                         "tasks_per_gpu": cfg.tasks_per_gpu, "packed": packing(cfg)},
+                         "tasks_per_gpu": cfg.tasks_per_gpu, "gpus_per_pack": cfg.gpus_per_pack,
+                         "packed": packing(cfg)},
             "config": cfg.extra,
             "machine": {**machine(self.device), "threads": threads_per_task(cfg)},  # torch threads each task ran with
             "invocations": self._before + [
