@@ -26,6 +26,9 @@ from .seeding import seeded
 __all__ = ["Square", "grid_side", "square_linf", "p_selection"]
 
 
+REDRAWS = 10  # AutoAttack's limit on drawing a window again where it would not change the beat
+
+
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
     """The share of the beat one window covers at iteration `it`: Andriushchenko et al.'s schedule (AutoAttack's
     `p_selection`), halved at fixed points of a 10,000-iteration run rescaled to `n_iters`."""
@@ -65,19 +68,16 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
             break
         size = min(max(int(round(p_selection(p_init, it, queries - 1) * w)), 1), w)
         xl, bl, el = x[left], best[left], eps_b if isinstance(eps, float) else eps_b[left]
-        cand = bl
-        todo = torch.ones(len(left), dtype=torch.bool, device=x.device)
-        for _ in range(10):  # a window that would leave the beat as it is, is drawn again (AutoAttack's rule)
-            start = torch.randint(0, w - size + 1, (len(left), 1, 1), generator=generator, device=x.device)
-            win = (pos >= start) & (pos < start + size)
-            s = 2 * torch.randint(0, 2, (len(left), c, 1), generator=generator, device=x.device).to(x.dtype) - 1
-            new = torch.where(win, (xl + el * s).clamp(lo, hi), bl)
-            todo_new = todo & ((new - bl).abs().flatten(1).amax(1) < 1e-7)
-            take = todo & ~todo_new
-            cand = torch.where(take[:, None, None], new, cand)
-            todo = todo_new
-            if not todo.any():
-                break
+        # AutoAttack's rule: a window that would leave the beat as it is, is drawn again (up to 10 draws). All 10
+        # are drawn at once and the first that changes the beat kept (none: the beat as it is), so the search
+        # waits for the device once a query (`nonzero` above), not once a draw.
+        start = torch.randint(0, w - size + 1, (REDRAWS, len(left), 1, 1), generator=generator, device=x.device)
+        win = (pos >= start) & (pos < start + size)
+        s = 2 * torch.randint(0, 2, (REDRAWS, len(left), c, 1), generator=generator, device=x.device).to(x.dtype) - 1
+        new = torch.where(win, (xl + el * s).clamp(lo, hi), bl)
+        changed = (new - bl).abs().flatten(2).amax(2) >= 1e-7  # [REDRAWS, beats]
+        first = changed.int().argmax(0)
+        cand = torch.where(changed.any(0)[:, None, None], new[first, torch.arange(len(left), device=x.device)], bl)
         m = _margin(model, cand, y[left])
         better = m < margin[left]
         rows = left[better]
