@@ -248,7 +248,8 @@ def _training_worker(value: str, device: str, batch: int, graphs: bool, seconds:
         import torch
 
         from ecgbench.engine.accel import GraphedStep, accelerate, sync
-        from ecgbench.engine.train import build, training_hooks
+        from ecgbench.engine.train import build
+        from ecgbench.engine.steps import training_hooks
 
         model = accelerate(build(load(value), 4, 280, 0).to(device), device).train()
         n = 4 * batch
@@ -302,7 +303,8 @@ def _streams(value: str, args: argparse.Namespace, k: int) -> tuple[float, str]:
     import torch
 
     from ecgbench.engine.accel import GraphedStep, accelerate
-    from ecgbench.engine.train import build, training_hooks
+    from ecgbench.engine.train import build
+    from ecgbench.engine.steps import training_hooks
 
     device, n = torch.device(args.device), 4 * args.batch
     runs = []
@@ -358,7 +360,8 @@ def _attack_model(args: argparse.Namespace, t: Table) -> tuple[Any, Any, Any, st
             return model.to(device).eval(), x.to(device), y.to(device), "Kachuee, 3 epochs on MIT-BIH smoke records"
         except Exception as exc:  # noqa: BLE001 - fall back to synthetic beats
             t.add("attacks", "real beats", None, note=f"using synthetic beats: {_error(exc)}")
-    from ecgbench.engine.train import build, training_hooks
+    from ecgbench.engine.train import build
+    from ecgbench.engine.steps import training_hooks
 
     gen = torch.Generator().manual_seed(0)
     n = 2048
@@ -450,7 +453,8 @@ def _pack_graph_worker(models: list[tuple[str, str]], ks: tuple[int, ...], devic
     per model, one model's graphed step as `fit` trains it on CUDA (k = 0), then K members' graphed packed step."""
     import_ecgbench()
     from ecgbench.engine.pack_train import measure_packed_step
-    from ecgbench.engine.train import batch_of, measure_step
+    from ecgbench.engine.train import measure_step
+    from ecgbench.engine.steps import batch_of
 
     for name, value in models:
         cls = load(value)
@@ -472,7 +476,8 @@ def section_pack(t: Table, args: argparse.Namespace, budget: Budget) -> None:
     target: Kachuee K=40 at 20x one model's steps/s or more."""
     from ecgbench.engine.pack import why_not_packed
     from ecgbench.engine.pack_train import measure_packed_step
-    from ecgbench.engine.train import batch_of, measure_step
+    from ecgbench.engine.train import measure_step
+    from ecgbench.engine.steps import batch_of
 
     models = entry_points("models")
     ks = (1, 3, 9) if args.quick else PACK_KS

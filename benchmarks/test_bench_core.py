@@ -23,7 +23,8 @@ from ecgbench.contracts import Beats
 from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import MitBih
 from ecgbench.contracts.registry import registry
-from ecgbench.engine.train import balanced_accuracy, build, fit, predict, training_hooks
+from ecgbench.engine.train import balanced_accuracy, build, fit, predict
+from ecgbench.engine.steps import training_hooks
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODELS = registry.names("models")

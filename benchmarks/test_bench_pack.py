@@ -19,7 +19,7 @@ from ecgbench.contracts.registry import registry
 from ecgbench.data.catalog import load_beats
 from ecgbench.engine.accel import sync
 from ecgbench.engine.pack import Pack
-from ecgbench.engine.train import batch_of, training_hooks
+from ecgbench.engine.steps import batch_of, training_hooks
 from ecgbench.plugins.datasets.mitbih import MitBih
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

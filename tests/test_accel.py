@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ecgbench.engine.accel import BatchNorm1dAs2d, ContiguousDropout, Conv1dAs2d, ConvTranspose1dAs2d, GraphedStep, accelerate, convert, enabled
 from ecgbench.contracts.registry import registry
-from ecgbench.engine.train import build, classifier_step, default_optimizers, training_hooks
+from ecgbench.engine.train import build
+from ecgbench.engine.steps import classifier_step, default_optimizers, training_hooks
 
 MODELS = registry.names("models")
 TOL = dict(rtol=1e-4, atol=1e-5)

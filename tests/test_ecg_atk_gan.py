@@ -11,7 +11,8 @@ from ecgbench.metrics import similarity
 from ecgbench.baselines.ecg_atk_gan import (
     EcgAtkGan, gaussian_kernel, loss_adv_d, loss_adv_g, loss_ary, loss_atk, loss_mse, smooth_noise,
 )
-from ecgbench.engine.train import build, phased_step, training_hooks
+from ecgbench.engine.train import build
+from ecgbench.engine.steps import phased_step, training_hooks
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ecgbench.contracts import Beats
 from ecgbench.contracts.registry import registry
-from ecgbench.engine.train import build, fit, training_hooks
+from ecgbench.engine.train import build, fit
+from ecgbench.engine.steps import training_hooks
 
 MODELS = registry.names("models")
 AUGMENTING = [n for n in MODELS if hasattr(registry.get("models", n), "augment")]

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ecgbench.contracts.registry import registry
 from ecgbench.engine.pack import Pack, why_not_packed
-from ecgbench.engine.train import classifier_step, training_hooks
+from ecgbench.engine.steps import classifier_step, training_hooks
 
 K, BATCH, STEPS = 3, 16, 3
 

@@ -17,7 +17,8 @@ from ecgbench.contracts import Beats
 from ecgbench.data.catalog import load_beats
 from ecgbench.plugins.datasets.mitbih import MitBih
 from ecgbench.contracts.registry import registry
-from ecgbench.engine.train import balanced_accuracy, build, classifier_step, fit, measure_step, predict
+from ecgbench.engine.train import balanced_accuracy, build, fit, measure_step, predict
+from ecgbench.engine.steps import classifier_step
 
 CPU = torch.device("cpu")
 

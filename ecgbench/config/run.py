@@ -35,9 +35,9 @@ from typing import Any
 
 from ecgbench.config.profiles import Profile, builtin_names, check_fields, get_profile
 
-__all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor",
-           "data_dir", "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "PACKS", "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS",
-           "OPTIONAL_SETTINGS"]
+__all__ = ["RunConfig", "run_config", "read_run_config", "merge_config", "resolve_profile", "check_executor", "data_dir",
+           "parse_duration", "deadline_for", "RUN_KEYS", "EXECUTOR_KEYS", "DEFAULTS", "MODES", "EXECUTORS", "DEVICES", "PACKS",
+           "DEFAULT_SOURCE", "DATA_ENV", "DEFAULT_THREADS", "SETTINGS", "OPTIONAL_SETTINGS"]
 
 MODES = ("static", "adaptive", "adaptive-detect")
 EXECUTORS = ("serial", "jobs", "ray")
@@ -184,9 +184,8 @@ def _path(folder: Path | None, value: str, profile: bool = False) -> str:
 def read_run_config(path: str | Path) -> dict[str, Any]:
     """The checked settings of a run configuration file, holding only the keys the file sets.
 
-    Keys: those of RUN_KEYS, with `[profile]` split into `profile` (its base) and `profile_overrides`
-    (checked Profile fields) and `[executor]` flattened into executor, jobs, ray_address, tasks_per_gpu, gpus_per_pack.
-    Lists are lists, paths absolute or relative to the working directory as given to the CLI.
+    Keys: RUN_KEYS, with `[profile]` split into `profile` (its base) and `profile_overrides` (checked Profile fields),
+    and `[executor]` flattened into EXECUTOR_KEYS. Lists are lists, paths absolute or relative to the working directory.
     """
     path = Path(path)
     source = str(path)
@@ -248,7 +247,6 @@ class RunConfig:
     out: Path
     data_dir: Path
     cache: Path
-    # what (continued)
     split: str = "random"
     modes: tuple[str, ...] = MODES
     source: str | None = None  # model the static attacks target; default ecg-atk-gan (paper 2.3)
@@ -343,8 +341,6 @@ def check_executor(cfg: RunConfig) -> None:
         raise ValueError(f"--jobs {cfg.jobs}: must be at least 1")
     if cfg.tasks_per_gpu < 1:
         raise ValueError(f"--tasks-per-gpu {cfg.tasks_per_gpu}: must be at least 1")
-    if not 0 < cfg.gpus_per_pack <= 1:
-        raise ValueError(f"--gpus-per-pack {cfg.gpus_per_pack}: must be a share of one GPU in (0, 1]")
     if cfg.executor == "ray":
         try:
             import ray  # noqa: F401 - only whether it is installed

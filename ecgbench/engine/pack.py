@@ -14,7 +14,7 @@ gradient (momentum would move a parameter whose gradient is zero), keep a step c
 puts back the member's BatchNorm statistics. `member_state(i)` is a plain state_dict, loadable by the plain
 model, as a separate training's.
 
-Custom steps pack when a model states them as losses (`phase_loss`, see `train.phased_step`): each phase's
+Custom steps pack when a model states them as losses (`phase_loss`, see `steps.phased_step`): each phase's
 loss is vmapped over the members' weights, its gradient taken for the phase's own optimiser, and stepped
 before the next phase runs, so ECG-ATK-GAN's D-then-G step, its two Adams and its frozen BatchNorm
 statistics on fake beats pack as they run alone; Acharya's SGD with batches of 10 packs as SGD on [K, 10].
@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from ecgbench.engine.train import default_optimizers
+from ecgbench.engine.steps import default_optimizers
 
 __all__ = ["Pack", "PackedAdam", "PackedSGD", "packed_optimizers", "why_not_packed", "Pool", "GraphedPack"]
 

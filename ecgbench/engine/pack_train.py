@@ -20,8 +20,8 @@ from ecgbench.contracts.base import Beats
 from ecgbench.engine.accel import enabled, sync
 from ecgbench.engine.pack import GraphedPack, Pack, PackedAdam, PackedSGD, Pool, why_not_packed
 from ecgbench.engine.progress import Checkpoints, OutOfTime, rng_state, set_rng_state
-from ecgbench.engine.train import (FitResult, balanced_accuracy, batch_of, build, check_patience, fold_split, predict,
-                                   training_set)
+from ecgbench.engine.steps import batch_of
+from ecgbench.engine.train import FitResult, balanced_accuracy, build, check_patience, fold_split, predict, training_set
 
 __all__ = ["Member", "fit_packed", "fold_members", "best_of_folds", "measure_packed_step"]
 

@@ -29,6 +29,7 @@ from ecgbench.config.run import RunConfig
 from ecgbench.contracts.registry import registry
 from ecgbench.data.catalog import Catalog, eval_index
 from ecgbench.engine import train
+from ecgbench.engine.steps import batch_of, training_hooks
 from ecgbench.engine.accel import enabled, resolve_device
 from ecgbench.execute.scheduler import in_cache, needed, threads_per_task
 from ecgbench.plan.graph import Graph, Planner, plan
@@ -109,14 +110,14 @@ def workload(pl: Planner) -> Workload:
                 w.tasks.append((task, "", 0))
                 continue
             w.alone[task.model] = w.alone.get(task.model, 0) + 1
-            batch = train.batch_of(pl.reg.get("models", task.model), p.batch_size)  # Acharya: its paper's 10
+            batch = batch_of(pl.reg.get("models", task.model), p.batch_size)  # Acharya: its paper's 10
             steps = math.ceil(_train_size(pl, task) / batch) * p.epochs * p.folds
             w.steps[task.model] = w.steps.get(task.model, 0) + steps
             w.tasks.append((task, task.model, steps))
             continue
         if task.kind == "pack":  # one packed step moves every member: as many steps as its longest member's epochs
             price = f"pack:{task.model}:{len(task.members) * cfg.profile.folds}"
-            batch = train.batch_of(pl.reg.get("models", task.model), p.batch_size)
+            batch = batch_of(pl.reg.get("models", task.model), p.batch_size)
             steps = max(math.ceil(_train_size(pl, m) / batch) for m in task.members) * p.epochs
             w.packed[price] = w.packed.get(price, 0) + steps
             w.packs[price] = w.packs.get(price, 0) + 1
@@ -181,7 +182,7 @@ def _calibration_net(pl: Planner, model: str, dataset: str, device: torch.device
     ctx, p = pl.catalog.data(dataset, seed), pl.cfg.profile.with_seed(seed)
     n_classes = ctx.n_classes
     net = train.build(pl.reg.get("models", model), n_classes, ctx.dataset.window, 0).to(device)
-    optimizers, step = train.training_hooks(net)
+    optimizers, step = training_hooks(net)
     rng = np.random.default_rng(0)
     pools = [np.flatnonzero(ctx.splits.train.y == c) for c in range(n_classes)]
     pools = [q for q in pools if len(q)]

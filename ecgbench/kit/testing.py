@@ -110,7 +110,8 @@ def _beats(n: int, window: int, n_classes: int, seed: int = 0) -> tuple[torch.Te
 def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = WINDOWS,
                  n_classes: tuple[int, ...] = N_CLASSES) -> Iterator[str]:
     """Built as `cls(n_classes, window)` for each pair: logits shape, input gradients, one training step."""
-    from ecgbench.engine.train import build, training_hooks
+    from ecgbench.engine.train import build
+    from ecgbench.engine.steps import training_hooks
 
     name = name or getattr(cls, "name", None) or cls.__name__
     lr, oversample = getattr(cls, "lr", 1e-3), getattr(cls, "oversample", "smote")
@@ -190,7 +191,8 @@ def assert_defence_contract(cls: type, name: str | None = None) -> None:
 def train_reference(train: Beats, n_classes: int, epochs: int = 3, batch: int = 32, seed: int = 0) -> torch.nn.Module:
     """A Kachuee CNN trained briefly with plain Adam on `train`: a real model for attacks to flip, in eval mode."""
     from ecgbench.baselines.kachuee import Kachuee
-    from ecgbench.engine.train import build, classifier_step, default_optimizers
+    from ecgbench.engine.train import build
+    from ecgbench.engine.steps import classifier_step, default_optimizers
 
     model = build(Kachuee, n_classes, train.x.shape[1], seed)
     optimizers, gen = default_optimizers(model), torch.Generator().manual_seed(seed)
