@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).parent / "reference" / "mitbih-smoke"
-# `--attacks all` at 81abab1 was eight attacks; the reference holds all eight. The pin runs the four whose static
+# The reference is a run of this command (its README). The pin runs the four attacks whose static
 # sets and protocol models are cheapest (each attack's static protocol is independent of the others: its static
 # set is made on the source model alone, its protocol models train on it alone), and only the static mode: that
 # is what the pin holds (with the clean cells every row has), at half the time of all eight in every mode.
