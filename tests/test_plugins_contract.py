@@ -146,7 +146,8 @@ def test_a_contract_violation_names_the_distribution_too(broken_run):
 def test_check_prints_a_line_per_passed_check(importable_broken_plugins, data_dir: Path):
     lines = list(check_plugin("model", "kachuee", data_dir, broken_registry()))
     assert lines[0].startswith("model 'kachuee' from ecgbench-atk ")
-    assert len(lines) == 6 and all("\n" not in line for line in lines)
+    assert len(lines) == 7 and all("\n" not in line for line in lines)
+    assert lines[2] == "packs on a GPU with other trainings of its class"
 
 
 @pytest.mark.parametrize("kind, name, expected", [

@@ -118,6 +118,10 @@ def model_checks(cls: type, name: str | None = None, windows: tuple[int, ...] = 
     _require(isinstance(lr, (int, float)) and lr > 0, f"model {name!r}: `lr` must be a positive number, got {lr!r}")
     _require(oversample in (None, "smote"), f"model {name!r}: `oversample` must be 'smote' or None, got {oversample!r}")
     yield f"class attributes: lr {lr}, oversample {oversample}, wants_attacked {bool(getattr(cls, 'wants_attacked', False))}"
+    from ecgbench.engine.pack import why_not_packed
+
+    why = why_not_packed(cls)
+    yield "packs on a GPU with other trainings of its class" if why is None else f"trains alone on a GPU: {why}"
 
     for window in windows:
         for k in n_classes:
