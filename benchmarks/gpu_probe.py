@@ -223,18 +223,27 @@ def section_steps(t: Table, args: argparse.Namespace, budget: Budget) -> None:
     if args.device != "cuda" or budget.left() < 20:
         return
     order = sorted(names, key=lambda n: hasattr(load(models[n]), "phase_loss"))  # custom steps last: a failed capture ends the child
+    def row(item: tuple) -> None:
+        name, s, err = item
+        t.add("steps", f"{name} fast+graph", None if s is None else s * 1e3, "ms/step" if s else "",
+              err or f"batch {args.batch}, {4 * args.steps} steps, child process")
+    _in_child(t, "steps", "fast+graph", _graph_steps_worker,
+              ([(n, models[n]) for n in order], args.device, args.batch, 4 * args.steps, args.warmup), budget, row)
+
+
+def _in_child(t: Table, section: str, what: str, worker: Callable[..., None], args: tuple, budget: Budget,
+              row: Callable[[tuple], None]) -> None:
+    """Run `worker(*args, queue)` in a spawned process (a failed CUDA-graph capture cannot upset the probe's own CUDA
+    context) and hand each item it puts to `row`, until it puts None; a child that dies or overruns is one row."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    proc = ctx.Process(target=_graph_steps_worker, args=([(n, models[n]) for n in order], args.device, args.batch,
-                                                          4 * args.steps, args.warmup, out))
+    proc = ctx.Process(target=worker, args=(*args, out))
     proc.start()
     try:
         while (item := out.get(timeout=max(budget.left(), 10))) is not None:
-            name, s, err = item
-            t.add("steps", f"{name} fast+graph", None if s is None else s * 1e3, "ms/step" if s else "",
-                  err or f"batch {args.batch}, {4 * args.steps} steps, child process")
+            row(item)
     except Exception as exc:  # noqa: BLE001 - a child that dies or overruns is one row
-        t.add("steps", "fast+graph", None, note=f"child process: {_error(exc)}")
+        t.add(section, what, None, note=f"child process: {_error(exc)}")
     finally:
         proc.join(timeout=10)
         if proc.is_alive():
@@ -508,30 +517,21 @@ def section_pack(t: Table, args: argparse.Namespace, budget: Budget) -> None:
                 t.add("pack", f"{name} K={k} packed", None, note=_error(exc))
     if args.device != "cuda" or budget.left() < 30:
         return
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    proc = ctx.Process(target=_pack_graph_worker, args=([(n, models[n]) for n in packing], ks, args.device, args.batch,
-                                                         4 * args.steps, args.warmup, out))
-    proc.start()
     alone: dict[str, float] = {}
-    try:
-        while (item := out.get(timeout=max(budget.left(), 10))) is not None:
-            name, k, s, err = item
-            if k == 0:
-                alone[name] = 1.0 / s if s else 0.0
-                t.add("pack", f"{name} alone+graph", 1.0 / s if s else None, "steps/s" if s else "",
-                      err or f"{4 * args.steps} steps, as fit trains it on CUDA")
-                continue
-            rate = k / s if s else None
-            ratio = f"; {rate / alone[name]:.1f}x alone+graph" if rate and alone.get(name) else ""
-            t.add("pack", f"{name} K={k} packed+graph", rate, "member steps/s" if s else "",
-                  err or f"{4 * args.steps} steps, as fit_packed trains on CUDA{ratio}")
-    except Exception as exc:  # noqa: BLE001 - a child that dies or overruns is one row
-        t.add("pack", "packed+graph", None, note=f"child process: {_error(exc)}")
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
+
+    def row(item: tuple) -> None:
+        name, k, s, err = item
+        if k == 0:
+            alone[name] = 1.0 / s if s else 0.0
+            t.add("pack", f"{name} alone+graph", 1.0 / s if s else None, "steps/s" if s else "",
+                  err or f"{4 * args.steps} steps, as fit trains it on CUDA")
+            return
+        rate = k / s if s else None
+        ratio = f"; {rate / alone[name]:.1f}x alone+graph" if rate and alone.get(name) else ""
+        t.add("pack", f"{name} K={k} packed+graph", rate, "member steps/s" if s else "",
+              err or f"{4 * args.steps} steps, as fit_packed trains on CUDA{ratio}")
+    _in_child(t, "pack", "packed+graph", _pack_graph_worker,
+              ([(n, models[n]) for n in packing], ks, args.device, args.batch, 4 * args.steps, args.warmup), budget, row)
 
 
 RUNNERS = {"env": section_env, "steps": section_steps, "concurrency": section_concurrency, "pack": section_pack,
