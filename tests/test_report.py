@@ -105,18 +105,45 @@ def test_worst_case_over_attacks_on_different_beats_uses_their_intersection_and_
     assert "over the 6 beats every attack scored" in df.loc[0, "notes"]
 
 
+def seed_one(attacks: tuple[str, ...] = ("fgsm", "pgd", "boundary", "square")) -> list[dict]:
+    """Seed 1 of `strong`: clean 30 of 40, each of `attacks` keeping beats 0-19."""
+    return [cell("strong", None, "clean", ok(range(10, N)), seed=1)] + [
+        cell("strong", a, "adaptive", ok(range(0, 20)), seed=1) for a in attacks]
+
+
 def test_seeds_give_mean_and_sample_sd_and_an_interval_over_beats():
-    cs = strong(0) + [cell("strong", None, "clean", ok(range(10, N)), seed=1), cell("strong", "fgsm", "adaptive", ok(range(0, 20)), seed=1),
-                      cell("strong", "pgd", "adaptive", ok(range(0, 20)), seed=1)]
-    df = report.leaderboard(cs)
+    df = report.leaderboard(strong(0) + seed_one())
     row = df.loc[0]
-    per_seed = [(ok(range(0, 30)) & ok(range(5, N)) & ok(range(0, 36)) & ok(range(2, N))).mean(), ok(range(0, 20)).mean() * 0 + ok(range(0, 20)).mean()]
+    per_seed = [(ok(range(0, 30)) & ok(range(5, N)) & ok(range(0, 36)) & ok(range(2, N))).mean(), ok(range(0, 20)).mean()]
     assert row["seeds"] == "0,1"
     assert row["worst white-box eps=0.01"] == pytest.approx(np.mean(per_seed))
     assert row["worst white-box eps=0.01 sd"] == pytest.approx(np.std(per_seed, ddof=1))
     assert row["clean sd"] == pytest.approx(np.std([38 / N, 30 / N], ddof=1))
     assert row["clean lo"] < row["clean"] < row["clean hi"]
     assert "±" in report.headline(df, "mitbih").loc[0, "clean"]
+    assert row["notes"] == ""
+
+
+def test_a_seed_not_every_attack_has_scored_is_left_out_of_the_worst_cases():
+    """A partial run: seed 1 has FGSM and PGD only, so its worst cases would be upper bounds, not measures."""
+    df = report.leaderboard(strong(0) + seed_one(("fgsm", "pgd")))
+    row = df.loc[0]
+    white = ok(range(0, 30)) & ok(range(5, N)) & ok(range(0, 36)) & ok(range(2, N))
+    assert row["worst white-box eps=0.01"] == pytest.approx(white.mean()) and np.isnan(row["worst white-box eps=0.01 sd"])
+    assert row["worst black-box eps=0.01"] == pytest.approx((ok(range(0, 36)) & ok(range(2, N))).mean())
+    assert "worst white-box eps=0.01: seed 1 left out (not every attack scored yet)" in row["notes"]
+    assert row["clean sd"] == pytest.approx(np.std([38 / N, 30 / N], ddof=1))  # the clean cells of both seeds count
+    assert row["fgsm adaptive"] == pytest.approx(np.mean([30 / N, 20 / N]))  # an attack's column: every seed that ran it
+
+
+def test_a_row_judged_on_fewer_attacks_than_the_board_says_its_worst_case_is_an_upper_bound(board):
+    """`weak` ran FGSM and Boundary; `strong` also PGD and Square: weak's worst cases keep their value, marked."""
+    df, _ = board
+    notes = df.set_index("model").loc["weak", "notes"]
+    assert "worst white-box eps=0.01: over 2 of 4 attacks (no pgd, square): an upper bound" in notes
+    assert "worst black-box eps=0.01: over 1 of 2 attacks (no square): an upper bound" in notes
+    assert df.set_index("model").loc["weak", "worst white-box eps=0.01"] == pytest.approx(10 / N)
+    assert df.set_index("model").loc["strong", "notes"] == ""
 
 
 def test_bootstrap_interval_matches_resampling_beats_and_is_reproducible():

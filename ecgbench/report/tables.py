@@ -21,11 +21,11 @@ import pandas as pd
 from ecgbench import metrics
 from ecgbench.config.run import MODES
 from ecgbench.report.flags import explain, row_flags
-from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, classes_of, load_cells, not_converged, results,
-                            validation_score, worst_case)
+from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, WorstCase, classes_of, load_cells, not_converged,
+                                     results, validation_score, worst_case)
 
 __all__ = ["load_cells", "leaderboard", "headline", "mode_table", "attack_details",
-           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
+           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "whole_seeds", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
 
 E = f"eps={COMMON_EPS:g}"
 # Headline measures: column name -> (mode, attack kinds or None for all, label in the markdown table).
@@ -76,6 +76,24 @@ def pick(rs: Sequence[Result], attack: str, mode: str) -> Result | None:
     return min(mine, key=lambda r: r.eps or 0.0)
 
 
+def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tuple[list[WorstCase], str]:
+    """The worst cases a row's measure summarises, and a note where some attack has not scored yet.
+
+    A worst case over fewer attacks than the board's others were judged on is only an upper bound (a partial run, a
+    model evaluated with fewer attacks), so a seed missing some is left out while another seed has them all; where
+    none has, the row keeps its upper bound and the note says which attacks it lacks."""
+    ran = {s: w for s, w in per_seed.items() if w is not None}
+    whole = {s: w for s, w in ran.items() if set(w.attacks) >= judged}
+    if len(whole) == len(ran):
+        return list(ran.values()), ""
+    if whole:
+        left = ", ".join(str(s) for s in ran if s not in whole)
+        return list(whole.values()), f"seed {left} left out (not every attack scored yet)"
+    least = min(ran.values(), key=lambda w: len(w.attacks))
+    missing = ", ".join(sorted(judged - set(least.attacks)))
+    return list(ran.values()), f"over {len(least.attacks)} of {len(judged)} attacks (no {missing}): an upper bound"
+
+
 def _summ(prefix: str, parts: list[np.ndarray], row: dict) -> None:
     s = metrics.seed_summary(parts)
     row[prefix] = s["mean"] if parts else np.nan
@@ -89,8 +107,14 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
     by the white-box worst case at eps 0.01, models flagged as not converged last."""
     rs = results(cells)
     attacks = attacks_of(rs)
+    groups = row_groups(rs)
+    worsts = {(key, col): {seed: worst_case([r for r in part if r.mode == mode], COMMON_EPS, kinds) for seed, part in seeds.items()}
+              for key, seeds in groups.items() for col, (mode, kinds, _) in MEASURES.items()}
+    judged: dict[tuple[str, str], set[str]] = {}  # (dataset, measure) -> every attack any row of the board was judged on
+    for ((dataset, _, _), col), per_seed in worsts.items():
+        judged.setdefault((dataset, col), set()).update(a for w in per_seed.values() if w is not None for a in w.attacks)
     rows = []
-    for (dataset, model, training), seeds in row_groups(rs).items():
+    for (dataset, model, training), seeds in groups.items():
         for seed, part in seeds.items():
             one_model((dataset, model, training), seed, part)
         flat = [r for part in seeds.values() for r in part]
@@ -105,12 +129,12 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
         row["converged"] = not not_converged(scores, n_classes)
         _summ("clean", [r.correct for r in clean], row)
         notes = []
-        for col, (mode, kinds, _) in MEASURES.items():
-            worst = [worst_case([r for r in part if r.mode == mode], COMMON_EPS, kinds) for part in seeds.values()]
-            worst = [w for w in worst if w is not None]
+        for col in MEASURES:
+            worst, partial = whole_seeds(worsts[((dataset, model, training), col)], judged[(dataset, col)])
             _summ(col, [w.correct for w in worst], row)
-            if any(w.intersected for w in worst):
-                notes.append(f"{col}: over the {len(worst[0].beats)} beats every attack scored")
+            said = [f"over the {len(worst[0].beats)} beats every attack scored"] if any(w.intersected for w in worst) else []
+            if said or partial:
+                notes.append(f"{col}: " + "; ".join(said + [partial] if partial else said))
         checked = [f for f in (row_flags(part) for part in seeds.values()) if f is not None]
         raised = sorted({f for part_flags in checked for f in part_flags})
         row["flags"] = ", ".join(raised) if raised else "none" if checked else "not checked"
