@@ -44,10 +44,20 @@ def test_export_has_one_entry_per_model_with_intervals_and_provenance(run: Path)
     assert e["robust_accuracy"]["black_box"]["mean"] == pytest.approx(0.8)  # hsj only
     assert "static" not in e["robust_accuracy"] and e["training"] == "clean"  # the paper's protocol is a model per attack
     assert e["robust_accuracy"]["with_detector"] is None
+    assert e["robust_accuracy"]["white_box"]["upper_bound"] is False and "upper_bound" not in e["clean_accuracy"]
     assert e["threat_model"]["norm"] == "Linf" and e["threat_model"]["eps"] == 0.01
     assert {(a["attack"], a["kind"], a["eps"]) for a in e["attacks"]} == {("fgsm", "gradient", 0.01), ("hsj", "decision", 0.01)}
     assert e["split"] == "random" and e["profile"]["name"] == "quick" and e["command"] == RUN["command"]
     assert e["data"]["classes"] == ["N", "S", "V", "F"] and e["versions"]["torch"] == "2.13.0"
+
+
+def test_an_entry_judged_on_fewer_attacks_than_the_others_is_exported_as_an_upper_bound(tmp_path: Path):
+    partial = [c for c in model_cells("shaker") if c["cell"]["attack"] != "hsj"]  # shaker's HopSkipJump not run yet
+    entries = {e["model"]: e for e in export_entries(write_cells(tmp_path / "run", model_cells("kachuee") + partial))}
+    white = entries["shaker"]["robust_accuracy"]["white_box"]
+    assert white["mean"] == pytest.approx(0.6) and white["beats"] == N and white["upper_bound"] is True  # FGSM alone
+    assert entries["shaker"]["robust_accuracy"]["black_box"] is None  # no decision- or score-based attack at all
+    assert entries["kachuee"]["robust_accuracy"]["white_box"]["upper_bound"] is False
 
 
 def test_export_cli_prints_json_and_writes_a_file(run: Path, tmp_path: Path):

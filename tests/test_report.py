@@ -144,6 +144,8 @@ def test_a_row_judged_on_fewer_attacks_than_the_board_says_its_worst_case_is_an_
     assert "worst black-box eps=0.01: over 1 of 2 attacks (no square): an upper bound" in notes
     assert df.set_index("model").loc["weak", "worst white-box eps=0.01"] == pytest.approx(10 / N)
     assert df.set_index("model").loc["strong", "notes"] == ""
+    shown = report.headline(df, "mitbih").set_index("model")
+    assert shown.loc["weak", "white-box worst"].startswith("≤ 25.0 [") and shown.loc["strong", "white-box worst"][0].isdigit()
 
 
 def test_bootstrap_interval_matches_resampling_beats_and_is_reproducible():

@@ -35,8 +35,11 @@ def _num(v: Any) -> float | None:
 def _acc(row: dict, col: str) -> dict | None:
     if _num(row.get(col)) is None:
         return None
-    return {"mean": _num(row[col]), "sd_over_seeds": _num(row.get(f"{col} sd")),
-            "ci95": [_num(row.get(f"{col} lo")), _num(row.get(f"{col} hi"))], "beats": int(row.get(f"{col} n") or 0)}
+    out = {"mean": _num(row[col]), "sd_over_seeds": _num(row.get(f"{col} sd")),
+           "ci95": [_num(row.get(f"{col} lo")), _num(row.get(f"{col} hi"))], "beats": int(row.get(f"{col} n") or 0)}
+    if f"{col} upper bound" in row:  # a worst case: True where some attack the board's other rows had did not score
+        out["upper_bound"] = bool(row[f"{col} upper bound"])
+    return out
 
 
 def export_entries(run_dir: Path) -> list[dict]:

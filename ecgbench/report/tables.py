@@ -76,8 +76,9 @@ def pick(rs: Sequence[Result], attack: str, mode: str) -> Result | None:
     return min(mine, key=lambda r: r.eps or 0.0)
 
 
-def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tuple[list[WorstCase], str]:
-    """The worst cases a row's measure summarises, and a note where some attack has not scored yet.
+def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tuple[list[WorstCase], str, bool]:
+    """The worst cases a row's measure summarises, a note where some attack has not scored yet, and whether what is
+    left is only an upper bound.
 
     A worst case over fewer attacks than the board's others were judged on is only an upper bound (a partial run, a
     model evaluated with fewer attacks), so a seed missing some is left out while another seed has them all; where
@@ -85,13 +86,13 @@ def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tupl
     ran = {s: w for s, w in per_seed.items() if w is not None}
     whole = {s: w for s, w in ran.items() if set(w.attacks) >= judged}
     if len(whole) == len(ran):
-        return list(ran.values()), ""
+        return list(ran.values()), "", False
     if whole:
         left = ", ".join(str(s) for s in ran if s not in whole)
-        return list(whole.values()), f"seed {left} left out (not every attack scored yet)"
+        return list(whole.values()), f"seed {left} left out (not every attack scored yet)", False
     least = min(ran.values(), key=lambda w: len(w.attacks))
     missing = ", ".join(sorted(judged - set(least.attacks)))
-    return list(ran.values()), f"over {len(least.attacks)} of {len(judged)} attacks (no {missing}): an upper bound"
+    return list(ran.values()), f"over {len(least.attacks)} of {len(judged)} attacks (no {missing}): an upper bound", True
 
 
 def _summ(prefix: str, parts: list[np.ndarray], row: dict) -> None:
@@ -130,7 +131,7 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
         _summ("clean", [r.correct for r in clean], row)
         notes = []
         for col in MEASURES:
-            worst, partial = whole_seeds(worsts[((dataset, model, training), col)], judged[(dataset, col)])
+            worst, partial, row[f"{col} upper bound"] = whole_seeds(worsts[((dataset, model, training), col)], judged[(dataset, col)])
             _summ(col, [w.correct for w in worst], row)
             said = [f"over the {len(worst[0].beats)} beats every attack scored"] if any(w.intersected for w in worst) else []
             if said or partial:
@@ -165,11 +166,13 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
 
 
 def _fmt(row: pd.Series, col: str, interval: bool = True) -> str:
-    """`70.8 [67.9, 73.7]`, or `70.8 ± 1.2 [67.9, 73.7]` over several seeds; `—` where nothing ran."""
+    """`70.8 [67.9, 73.7]`, or `70.8 ± 1.2 [67.9, 73.7]` over several seeds, `≤ 70.8 [...]` for an upper bound (a
+    worst case without every attack); `—` where nothing ran."""
     v = row.get(col)
     if v is None or pd.isna(v):
         return "—"
-    text = f"{v * 100:.1f}"
+    bound = row.get(f"{col} upper bound")
+    text = ("≤ " if isinstance(bound, (bool, np.bool_)) and bound else "") + f"{v * 100:.1f}"
     if not pd.isna(row.get(f"{col} sd", np.nan)):
         text += f" ± {row[f'{col} sd'] * 100:.1f}"
     if interval and not pd.isna(row.get(f"{col} lo", np.nan)):
