@@ -25,7 +25,7 @@ from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, WorstCase, c
                                      results, validation_score, worst_case)
 
 __all__ = ["load_cells", "leaderboard", "headline", "mode_table", "attack_details",
-           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "whole_seeds", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
+           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "whole_seeds", "measured_worsts", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
 
 E = f"eps={COMMON_EPS:g}"
 # Headline measures: column name -> (mode, attack kinds or None for all, label in the markdown table).
@@ -76,9 +76,23 @@ def pick(rs: Sequence[Result], attack: str, mode: str) -> Result | None:
     return min(mine, key=lambda r: r.eps or 0.0)
 
 
-def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tuple[list[WorstCase], str, bool]:
-    """The worst cases a row's measure summarises, a note where some attack has not scored yet, and whether what is
-    left is only an upper bound.
+Kept = tuple[dict[int, WorstCase], str, bool]  # seed -> worst case summarised, the note, whether only an upper bound
+
+
+def measured_worsts(groups: dict[tuple[str, str, str], dict[int, list[Result]]]) -> dict[tuple[tuple[str, str, str], str], Kept]:
+    """(row, headline measure) -> the worst cases per seed that the board summarises (`whole_seeds`), each row judged
+    against every attack any row of its dataset was judged on for that measure."""
+    worsts = {(key, col): {seed: worst_case([r for r in part if r.mode == mode], COMMON_EPS, kinds) for seed, part in seeds.items()}
+              for key, seeds in groups.items() for col, (mode, kinds, _) in MEASURES.items()}
+    judged: dict[tuple[str, str], set[str]] = {}
+    for ((dataset, _, _), col), per_seed in worsts.items():
+        judged.setdefault((dataset, col), set()).update(a for w in per_seed.values() if w is not None for a in w.attacks)
+    return {(key, col): whole_seeds(per_seed, judged[(key[0], col)]) for (key, col), per_seed in worsts.items()}
+
+
+def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> Kept:
+    """The worst cases a row's measure summarises (by seed), a note where some attack has not scored yet, and whether
+    what is left is only an upper bound.
 
     A worst case over fewer attacks than the board's others were judged on is only an upper bound (a partial run, a
     model evaluated with fewer attacks), so a seed missing some is left out while another seed has them all; where
@@ -86,13 +100,13 @@ def whole_seeds(per_seed: dict[int, WorstCase | None], judged: set[str]) -> tupl
     ran = {s: w for s, w in per_seed.items() if w is not None}
     whole = {s: w for s, w in ran.items() if set(w.attacks) >= judged}
     if len(whole) == len(ran):
-        return list(ran.values()), "", False
+        return ran, "", False
     if whole:
         left = ", ".join(str(s) for s in ran if s not in whole)
-        return list(whole.values()), f"seed {left} left out (not every attack scored yet)", False
+        return whole, f"seed {left} left out (not every attack scored yet)", False
     least = min(ran.values(), key=lambda w: len(w.attacks))
     missing = ", ".join(sorted(judged - set(least.attacks)))
-    return list(ran.values()), f"over {len(least.attacks)} of {len(judged)} attacks (no {missing}): an upper bound", True
+    return ran, f"over {len(least.attacks)} of {len(judged)} attacks (no {missing}): an upper bound", True
 
 
 def _summ(prefix: str, parts: list[np.ndarray], row: dict) -> None:
@@ -109,11 +123,7 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
     rs = results(cells)
     attacks = attacks_of(rs)
     groups = row_groups(rs)
-    worsts = {(key, col): {seed: worst_case([r for r in part if r.mode == mode], COMMON_EPS, kinds) for seed, part in seeds.items()}
-              for key, seeds in groups.items() for col, (mode, kinds, _) in MEASURES.items()}
-    judged: dict[tuple[str, str], set[str]] = {}  # (dataset, measure) -> every attack any row of the board was judged on
-    for ((dataset, _, _), col), per_seed in worsts.items():
-        judged.setdefault((dataset, col), set()).update(a for w in per_seed.values() if w is not None for a in w.attacks)
+    worsts = measured_worsts(groups)
     rows = []
     for (dataset, model, training), seeds in groups.items():
         for seed, part in seeds.items():
@@ -131,7 +141,8 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
         _summ("clean", [r.correct for r in clean], row)
         notes = []
         for col in MEASURES:
-            worst, partial, row[f"{col} upper bound"] = whole_seeds(worsts[((dataset, model, training), col)], judged[(dataset, col)])
+            kept, partial, row[f"{col} upper bound"] = worsts[((dataset, model, training), col)]
+            worst = list(kept.values())
             _summ(col, [w.correct for w in worst], row)
             said = [f"over the {len(worst[0].beats)} beats every attack scored"] if any(w.intersected for w in worst) else []
             if said or partial:

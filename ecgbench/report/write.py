@@ -18,6 +18,7 @@ from ecgbench.report.curves import curve_tables
 from ecgbench.report.units import UV_NOTE, budget_table, eps_in_microvolts, uv_tables
 from ecgbench.report.results import classes_of, load_cells, static_source
 from ecgbench.report.layouts import per_class_worst, protocol_table, table1, table2, table3
+from ecgbench.report.seeds import PAIRS_NOTE, seed_tables
 from ecgbench.report.tables import (AUC_NOTE, HEADLINE_NOTE, MODES, attack_details, auc_table, headline, leaderboard, mode_table,
                                     pct)
 from ecgbench.store.io import atomic_write, read_json, write_json
@@ -103,6 +104,13 @@ def write_report(out: Path) -> list[Path]:
         pc, note = per_class_worst(cells, d)
         if not pc.empty:
             _save_table(out, f"perclass-{d}", pc, f"Per-class robust accuracy (%), adaptive worst case ({d}). {note}", run, written)
+        values, pairs = seed_tables(cells, board, d)
+        if not values.empty:
+            _save_table(out, f"seeds-{d}", values, f"Each seed's accuracy (%) per row ({d}); worst cases only from seeds that "
+                        "scored every attack", run, written, percent=False)
+        if not pairs.empty:
+            _save_table(out, f"seed-pairs-{d}", pairs, f"Rows compared seed by seed ({d}): the first minus the second on the "
+                        f"same test beats (percentage points). {PAIRS_NOTE}", run, written, percent=False)
     for d, (curve, auc) in curve_tables(cells).items():
         _save_table(out, f"curves-{d}", curve, f"Robust accuracy (%) vs eps ({d}), adaptive mode", run, written)
         _save_table(out, f"auc-{d}", auc, f"Area under the robust accuracy vs log10(eps) curve ({d}, %). {AUC_NOTE}", run, written)
