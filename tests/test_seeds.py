@@ -34,7 +34,7 @@ def both(seeds: dict[int, int] = A_WORST) -> list[dict]:
 
 def test_each_seed_and_the_paired_difference_that_holds_on_every_seed():
     cells = both()
-    values, pairs = seed_tables(cells, leaderboard(cells), "mitbih")
+    values, pairs = seed_tables(cells, leaderboard(cells))["mitbih"]
     white = values[(values["row"] == "a") & (values["measure"] == "white-box worst")].iloc[0]
     assert [white[f"seed {s}"] for s in (0, 1, 2)] == ["50.0", "75.0", "90.0"]
     spread = np.array([20, 30, 36]) / N * 100
@@ -50,7 +50,7 @@ def test_each_seed_and_the_paired_difference_that_holds_on_every_seed():
 
 def test_a_flipping_difference_is_shown_as_one():
     cells = [c for s, (ka, kb) in {0: (30, 20), 1: (20, 30), 2: (31, 20)}.items() for c in model("a", s, ka) + model("b", s, kb)]
-    _, pairs = seed_tables(cells, leaderboard(cells), "mitbih")
+    _, pairs = seed_tables(cells, leaderboard(cells))["mitbih"]
     pair = pairs[pairs["measure"] == "white-box worst"].iloc[0]
     assert (pair["first"], pair["second"]) == ("a", "b")  # ahead on average (+5.25 points) ...
     assert [pair[f"seed {s}"] for s in (0, 1, 2)] == ["+25.0", "-25.0", "+27.5"]
@@ -59,7 +59,7 @@ def test_a_flipping_difference_is_shown_as_one():
 
 def test_a_seed_without_every_attack_stays_out_of_the_worst_cases_but_its_clean_cells_count():
     cells = both({0: 20, 1: 30}) + model("a", 2, 36, ("fgsm",)) + model("b", 2, 32, ("fgsm",))  # seed 2: PGD, Square not yet
-    values, pairs = seed_tables(cells, leaderboard(cells), "mitbih")
+    values, pairs = seed_tables(cells, leaderboard(cells))["mitbih"]
     white = values[(values["row"] == "a") & (values["measure"] == "white-box worst")].iloc[0]
     clean = values[(values["row"] == "a") & (values["measure"] == "clean")].iloc[0]
     assert white["seed 2"] == "—" and white["seed 1"] == "75.0" and clean["seed 2"] == "90.0"

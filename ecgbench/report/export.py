@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecgbench.report.results import COMMON_EPS, classes_of, load_cells, results
-from ecgbench.report.tables import MEASURES, leaderboard
+from ecgbench.report.tables import MEASURES, leaderboard, row_key
 from ecgbench.report.write import write_report
 from ecgbench.store.bundle import difference
 from ecgbench.store.io import read_json, write_json
@@ -53,7 +53,7 @@ def export_entries(run_dir: Path) -> list[dict]:
     machine = run.get("machine", {})
     entries = []
     for row in board.to_dict("records"):
-        training = "defence" if row.get("training") == "paper defence" else "clean"
+        training = row_key(row)[2]
         mine = [r for r in rs if r.dataset == row["dataset"] and r.model == row["model"] and r.training == training]
         attacks = {}
         for r in mine:

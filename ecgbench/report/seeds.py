@@ -13,30 +13,30 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ecgbench.report.results import results
-from ecgbench.report.tables import MEASURES, RANK_BY, measured_worsts, row_groups, row_name
+from ecgbench.report.results import clean_result, results
+from ecgbench.report.tables import MEASURES, RANK_BY, measured_worsts, row_groups, row_key, row_name
 
-__all__ = ["seed_values", "seed_tables", "PAIRS_NOTE"]
+__all__ = ["seed_values", "seed_tables", "seed_table", "PAIRS_NOTE"]
 
 CLEAN = "clean"
 PAIRS_NOTE = ("A seed draws the split, so both rows of a seed are scored on the same beats; a difference that keeps "
               "its sign on every seed survived retraining, one that flips is no ranking.")
 
 
-def seed_values(cells: list[dict], board: pd.DataFrame, dataset: str) -> dict[str, dict[str, dict[int, float]]]:
-    """Row name -> measure (`clean`, then the headline measures) -> seed -> accuracy, rows in the board's order."""
+def seed_values(cells: list[dict], board: pd.DataFrame) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
+    """Dataset -> row name -> measure (`clean`, then the headline measures) -> seed -> accuracy, rows in the board's
+    order; a worst case that is only an upper bound gives no value."""
     groups = row_groups(results(cells))
     worsts = measured_worsts(groups)
-    out: dict[str, dict[str, dict[int, float]]] = {}
-    for _, r in board[board["dataset"] == dataset].iterrows():
-        key = (dataset, r["model"], "defence" if r["training"] == "paper defence" else "clean")
+    out: dict[str, dict[str, dict[str, dict[int, float]]]] = {}
+    for _, r in board.iterrows():
+        key = row_key(r)
         seeds = groups.get(key, {})
-        values = {CLEAN: {s: next(x.accuracy for x in part if x.mode == "clean") for s, part in seeds.items()
-                          if any(x.mode == "clean" for x in part)}}
+        values = {CLEAN: {s: c.accuracy for s, c in ((s, clean_result(part)) for s, part in seeds.items()) if c is not None}}
         for col in MEASURES:
             kept, _, bound = worsts.get((key, col), ({}, "", False))
             values[col] = {} if bound else {s: w.accuracy for s, w in kept.items()}
-        out[row_name(r)] = values
+        out.setdefault(key[0], {})[row_name(r)] = values
     return out
 
 
@@ -44,11 +44,15 @@ def _pp(v: float) -> str:
     return f"{v * 100:+.1f}"
 
 
-def seed_tables(cells: list[dict], board: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two tables, empty unless some row has two seeds or more: each row's value per seed with mean ± sd (%), and for
-    clean accuracy and the white-box worst case every pair of rows with two seeds or more in common, the first minus
-    the second seed by seed (percentage points), their mean ± sd, and on how many seeds the first is ahead."""
-    values = seed_values(cells, board, dataset)
+def seed_tables(cells: list[dict], board: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Per dataset, the tables of `seed_table`."""
+    return {dataset: seed_table(values) for dataset, values in seed_values(cells, board).items()}
+
+
+def seed_table(values: dict[str, dict[str, dict[int, float]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two tables of one dataset, empty unless some row has two seeds or more: each row's value per seed with mean ± sd
+    (%), and for clean accuracy and the white-box worst case every pair of rows with two seeds or more in common, the
+    first minus the second seed by seed (percentage points), their mean ± sd, and on how many seeds the first is ahead."""
     seeds = sorted({s for v in values.values() for per in v.values() for s in per})
     if not any(len(per) > 1 for v in values.values() for per in v.values()):
         return pd.DataFrame(), pd.DataFrame()

@@ -25,7 +25,7 @@ from ecgbench.report.results import (BLACK_BOX, COMMON_EPS, Result, WorstCase, c
                                      results, validation_score, worst_case)
 
 __all__ = ["load_cells", "leaderboard", "headline", "mode_table", "attack_details",
-           "auc_table", "pick", "pct", "row_name", "one_model", "row_groups", "attacks_of", "whole_seeds", "measured_worsts", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
+           "auc_table", "pick", "pct", "row_name", "row_key", "one_model", "row_groups", "attacks_of", "whole_seeds", "measured_worsts", "column_label", "MODES", "MEASURES", "HEADLINE_NOTE", "AUC_NOTE"]
 
 E = f"eps={COMMON_EPS:g}"
 # Headline measures: column name -> (mode, attack kinds or None for all, label in the markdown table).
@@ -145,8 +145,9 @@ def leaderboard(cells: list[dict], model_metrics: Callable[[list[dict]], dict] |
             worst = list(kept.values())
             _summ(col, [w.correct for w in worst], row)
             said = [f"over the {len(worst[0].beats)} beats every attack scored"] if any(w.intersected for w in worst) else []
-            if said or partial:
-                notes.append(f"{col}: " + "; ".join(said + [partial] if partial else said))
+            said += [partial] if partial else []
+            if said:
+                notes.append(f"{col}: " + "; ".join(said))
         checked = [f for f in (row_flags(part) for part in seeds.values()) if f is not None]
         raised = sorted({f for part_flags in checked for f in part_flags})
         row["flags"] = ", ".join(raised) if raised else "none" if checked else "not checked"
@@ -189,6 +190,11 @@ def _fmt(row: pd.Series, col: str, interval: bool = True) -> str:
     if interval and not pd.isna(row.get(f"{col} lo", np.nan)):
         text += f" [{row[f'{col} lo'] * 100:.1f}, {row[f'{col} hi'] * 100:.1f}]"
     return text
+
+
+def row_key(r: pd.Series | dict) -> tuple[str, str, str]:
+    """A board row's key in `row_groups`: (dataset, model, training), the board's `paper defence` back to `defence`."""
+    return str(r["dataset"]), str(r["model"]), "defence" if r.get("training") == "paper defence" else "clean"
 
 
 def row_name(r: pd.Series) -> str:

@@ -94,6 +94,7 @@ def write_report(out: Path) -> list[Path]:
     text = leaderboard_markdown(board, cells, run, sections)
     written.append(atomic_write(out / "leaderboard.md", lambda fh: fh.write(text.encode())))
     datasets = list(dict.fromkeys(c["cell"]["dataset"] for c in cells))
+    by_seed = seed_tables(cells, board)
     for d in datasets:
         classes = classes_of(cells, d)
         for mode in ("static", "adaptive"):
@@ -104,7 +105,7 @@ def write_report(out: Path) -> list[Path]:
         pc, note = per_class_worst(cells, d)
         if not pc.empty:
             _save_table(out, f"perclass-{d}", pc, f"Per-class robust accuracy (%), adaptive worst case ({d}). {note}", run, written)
-        values, pairs = seed_tables(cells, board, d)
+        values, pairs = by_seed.get(d, (pd.DataFrame(), pd.DataFrame()))
         if not values.empty:
             _save_table(out, f"seeds-{d}", values, f"Each seed's accuracy (%) per row ({d}); worst cases only from seeds that "
                         "scored every attack", run, written, percent=False)
