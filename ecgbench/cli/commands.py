@@ -12,6 +12,7 @@ __all__ = ["add_report_commands", "cmd_export", "cmd_merge"]
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ecgbench.report.export import export_entries
+    from ecgbench.report.tables import row_name
 
     entries = export_entries(Path(args.run_dir))
     if args.json or args.out:
@@ -24,8 +25,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         wb = (e["robust_accuracy"]["white_box"] or {}).get("mean")
-        row = e["model"] + (" + paper defence" if e.get("training") == "paper defence" else "")
-        print(f"{e['dataset']} {row}: clean {e['clean_accuracy']['mean'] * 100:.1f}%, white-box worst "
+        print(f"{e['dataset']} {row_name(e)}: clean {e['clean_accuracy']['mean'] * 100:.1f}%, white-box worst "
               f"{'—' if wb is None else f'{wb * 100:.1f}%'} at eps {e['threat_model']['eps']:g}")
     return 0
 

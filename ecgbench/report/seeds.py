@@ -32,7 +32,8 @@ def seed_values(cells: list[dict], board: pd.DataFrame) -> dict[str, dict[str, d
     for _, r in board.iterrows():
         key = row_key(r)
         seeds = groups.get(key, {})
-        values = {CLEAN: {s: c.accuracy for s, c in ((s, clean_result(part)) for s, part in seeds.items()) if c is not None}}
+        cleans = {s: clean_result(part) for s, part in seeds.items()}
+        values = {CLEAN: {s: c.accuracy for s, c in cleans.items() if c is not None}}
         for col in MEASURES:
             kept, _, bound = worsts.get((key, col), ({}, "", False))
             values[col] = {} if bound else {s: w.accuracy for s, w in kept.items()}

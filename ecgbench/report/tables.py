@@ -197,8 +197,8 @@ def row_key(r: pd.Series | dict) -> tuple[str, str, str]:
     return str(r["dataset"]), str(r["model"]), "defence" if r.get("training") == "paper defence" else "clean"
 
 
-def row_name(r: pd.Series) -> str:
-    """A board row as a reader sees it: the model, or the model with the paper's defence."""
+def row_name(r: pd.Series | dict[str, Any]) -> str:
+    """A board row (or an exported entry) as a reader sees it: the model, or the model with the paper's defence."""
     return f"{r['model']} + paper defence" if r.get("training") == "paper defence" else str(r["model"])
 
 
