@@ -73,6 +73,21 @@ def test_without_threads_every_executor_runs_a_task_on_one_thread(serial, tmp_pa
     assert cells(tmp_path / "out") == cells(serial)
 
 
+def test_run_json_records_the_machine_of_every_invocation(serial):
+    """A resumed run may move to another machine, and the same seed's training gave other weights there: each
+    invocation keeps the CPU, the instruction set torch dispatched to and the versions of the libraries it ran with."""
+    import numpy
+    import torch
+    from importlib import metadata
+
+    run = json.loads((serial / "run.json").read_text())
+    here = run["invocations"][-1]["machine"]
+    assert here == run["machine"] and here["threads"] == 1
+    assert here["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and here["cpu"]
+    assert here["packages"]["numpy"] == numpy.__version__
+    assert here["packages"]["imbalanced-learn"] == metadata.version("imbalanced-learn")
+
+
 def assert_timeline(inv: dict, cells: int, trainings: int, static_sets: int, slots: int) -> None:
     """run.json's timeline holds every task the invocation ran, never more at once than the executor's slots."""
     tl = inv["timeline"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -39,7 +40,9 @@ from ecgbench.store.io import read_json, write_json
 from ecgbench.store.layout import checkpoint_path, read_done, weights_digest
 from ecgbench.store.locks import run_lock
 
-__all__ = ["Runner", "execute", "machine", "timeline"]
+__all__ = ["Runner", "execute", "machine", "cpu_name", "package_versions", "timeline"]
+
+PACKAGES = ("numpy", "scipy", "scikit-learn", "imbalanced-learn", "wfdb", "foolbox", "adversarial-robustness-toolbox")
 
 
 class Runner:
@@ -141,6 +144,7 @@ class Runner:
         path = self.cfg.out / "run.json"
         wall = time.time() - started
         cfg = self.cfg
+        here = {**machine(self.device), "threads": threads_per_task(cfg)}  # torch threads each task ran with
         manifest = {
             "command": cfg.command, "models": cfg.models, "attacks": cfg.attacks, "modes": list(cfg.modes),
             **cfg.settings(),
@@ -148,12 +152,12 @@ class Runner:
                          "tasks_per_gpu": cfg.tasks_per_gpu, "gpus_per_pack": cfg.gpus_per_pack,
                          "packed": packing(cfg)},
             "config": cfg.extra,
-            "machine": {**machine(self.device), "threads": threads_per_task(cfg)},  # torch threads each task ran with
+            "machine": here,  # the latest invocation's; each invocation keeps its own (a resumed run may move)
             "invocations": self._before + [
                 {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "wall_seconds": wall,
                  "cells_computed": outcome.computed, "cells_skipped": skipped, "failures": len(failures), "executor": cfg.executor,
                  "command": cfg.command, **({"stopped": stopped} if stopped else {}), "cells_left": cells_left,
-                 "time_limit": cfg.time_limit, **timeline(outcome, started, wall)}],
+                 "time_limit": cfg.time_limit, "machine": here, **timeline(outcome, started, wall)}],
             "failures": failures,
         }
         write_json(path, manifest)
@@ -171,9 +175,35 @@ def timeline(outcome: Outcome, started: float, wall: float) -> dict:
 
 
 def machine(device: torch.device) -> dict:
+    """Where a run ran, as far as it decides the weights: one seed's training gave other weights on two
+    2-core CPUs of one kind on two days, so the CPU, the instruction set torch dispatches to and the
+    libraries that shape the data are kept beside the platform."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device), "gpu": gpu}
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device), "gpu": gpu,
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "packages": package_versions()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what `platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of the libraries a run's numbers depend on (None: not installed)."""
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def execute(graph: Graph, todo: list[Task], cfg: RunConfig, worker: Worker | None, outcome: Outcome | None = None) -> Outcome:
