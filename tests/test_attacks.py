@@ -534,8 +534,10 @@ def test_generate_judges_a_minimisation_attack_per_beat(halfspace):
                                                  ("square", None, {"queries": 100})])
 def test_torch_back_ends_fool_as_many_beats_as_arts(name, variant, params, trained):
     """APGD (Croce & Hein's algorithm) and Square (1-D windows instead of ART's squares on a grid) on the model's
-    device, against ART's on the trained Kachuee and the same beats at eps 0.03: over seeds 0-2 the mean number
-    of beats fooled differs by at most 2 (of 32), and each stays in its ball."""
+    device, against ART's on the trained Kachuee and the same beats at eps 0.03: each stays in its ball, and over
+    seeds 0-2 ours fools on average at least as many beats as ART's, less 2 (of 32). Never the weaker attack, which
+    would overstate robustness; a stronger one is allowed (on another host's training of this net our Square
+    fooled 6-8 beats to ART's 3-4), since within the ball it only tightens the upper bound."""
     model, x, y = trained
     fooled = {}
     for backend in ("art", "torch"):
@@ -546,4 +548,4 @@ def test_torch_back_ends_fool_as_many_beats_as_arts(name, variant, params, train
             counts.append(int((_predict(model, adv) != y).sum()))
         fooled[backend] = counts
     assert min(fooled["art"]) > 0, "nothing to compare: ART fooled no beat"
-    assert abs(np.mean(fooled["torch"]) - np.mean(fooled["art"])) <= 2, fooled
+    assert np.mean(fooled["torch"]) >= np.mean(fooled["art"]) - 2, fooled
