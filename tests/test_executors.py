@@ -149,6 +149,24 @@ def test_ray_executor_writes_the_serial_cells_and_a_killed_ray_run_resumes_seria
     assert cells(out) == cells(serial)
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "Stopped"])
+def test_a_stop_that_lands_inside_rays_cython_code_stays_a_stop(stop):
+    """CPython reports a signal handler's exception raised inside a C/Cython call that then returns a value as
+    `SystemError(... returned a result with an exception set)` chained to it (seen in CI: a SIGTERM during
+    `ray.wait` made a run exit 2); the executor raises the stop itself. Errors of the code stay errors."""
+    from ecgbench.cli.main import Stopped
+    from ecgbench.execute.ray import unmasked
+
+    stop = Stopped if stop == "Stopped" else stop
+    with pytest.raises(stop):
+        with unmasked():
+            raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set") from stop()
+    for cause in (ValueError("a task's error"), None):
+        with pytest.raises(SystemError):
+            with unmasked():
+                raise SystemError("a real one") from cause
+
+
 def test_ray_on_a_running_cluster_shares_a_gpu_between_tasks(serial, tmp_path, data_dir):
     """`--tasks-per-gpu 2` asks each task for half a GPU; Ray schedules on a declared GPU without one."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ecgbench[ray]'")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ecgbench import log
 from ecgbench.contracts.registry import registry
@@ -24,7 +25,7 @@ from ecgbench.config.run import RunConfig
 from ecgbench.execute.worker import Worker
 from ecgbench.plan.tasks import Task
 
-__all__ = ["run_ray", "probe", "node_lacks", "gpu_shares"]
+__all__ = ["run_ray", "probe", "node_lacks", "gpu_shares", "unmasked"]
 
 _WORKERS: dict[str, Any] = {}
 
@@ -121,6 +122,20 @@ def _init(cfg: RunConfig) -> bool:
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def unmasked() -> Iterator[None]:
+    """A stop (Ctrl-C, SIGTERM) whose handler raises while the driver waits inside Ray's Cython code (`ray.wait`)
+    surfaces as `SystemError: <cyfunction ...> returned a result with an exception set`, the stop chained as its
+    cause: raise the stop itself, so the run ends as a stopped run (exit 130 / 143), not as an error (exit 2)."""
+    try:
+        yield
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):  # KeyboardInterrupt, the CLI's Stopped
+            raise cause from None
+        raise
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -221,7 +236,9 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
                                       "summary": f"FAILED: ray worker lost ({type(exc).__name__})"}))
             return out
 
-        schedule(tasks, lambda t: (packed if t.kind == "pack" else remote).remote(cfg_ref, t), finished, outcome, slots, Deadline.of(cfg.deadline))
+        with unmasked():
+            schedule(tasks, lambda t: (packed if t.kind == "pack" else remote).remote(cfg_ref, t), finished, outcome, slots,
+                     Deadline.of(cfg.deadline))
     finally:
         if started:
             ray.shutdown()
