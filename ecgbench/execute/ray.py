@@ -208,6 +208,7 @@ def gpu_shares(cfg: RunConfig, gpu: bool) -> tuple[float, float]:
     return (1 / cfg.tasks_per_gpu, cfg.gpus_per_pack) if gpu else (0, 0)
 
 
+@unmasked()  # every Ray call of the driver: init, the probes, the waits, shutdown
 def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
     import ray
 
@@ -236,9 +237,7 @@ def run_ray(tasks: list[Task], cfg: RunConfig, outcome: Outcome) -> None:
                                       "summary": f"FAILED: ray worker lost ({type(exc).__name__})"}))
             return out
 
-        with unmasked():
-            schedule(tasks, lambda t: (packed if t.kind == "pack" else remote).remote(cfg_ref, t), finished, outcome, slots,
-                     Deadline.of(cfg.deadline))
+        schedule(tasks, lambda t: (packed if t.kind == "pack" else remote).remote(cfg_ref, t), finished, outcome, slots, Deadline.of(cfg.deadline))
     finally:
         if started:
             ray.shutdown()
